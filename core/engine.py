@@ -1,0 +1,378 @@
+"""Turns: send a prompt, stream the reply, cancel, regenerate, edit — and never lose a word of it.
+
+A turn, step by step (see DESIGN.md): one transaction commits the user's message and an empty ``streaming``
+reply; only then is the request sent. The reply streams in a task the engine owns, so it survives whatever the
+consumer does; its text is flushed at most every ``FLUSH_INTERVAL`` seconds and once at the end, as
+``complete``, ``interrupted`` or ``error``. Each turn captures its session and message ids when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from core.config import Profile, Settings
+from core.errors import (
+    AuthenticationFailed,
+    ChatError,
+    ConnectionFailed,
+    ModelNotFound,
+    ProviderError,
+    RateLimited,
+    ServerFailed,
+    StreamBroken,
+    TimedOut,
+)
+from core.models import Message, Role, Status
+from core.store import Store
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+
+FLUSH_INTERVAL = 0.5
+"""Seconds between saves of a streaming reply: a crash loses at most this much of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyUsage:
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFinished:
+    """The reply ended ``complete`` or ``interrupted`` (cancelled); ``message`` is the saved row."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFailed:
+    """The reply ended in ``error``: ``message`` is the saved row (partial text kept), ``error`` says why."""
+
+    message: Message
+    error: ChatError
+
+
+ReplyEvent = ReplyDelta | ReplyUsage | ReplyFinished | ReplyFailed
+ModelFactory = Callable[[Profile, str], "BaseChatModel"]
+"""Builds the chat model for a profile and its API key (tests may inject another)."""
+
+
+class Turn:
+    """One reply being streamed into its own message row. Iterate it for events; ``cancel()`` to stop it."""
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        user: Message | None,
+        reply: Message,
+        profile: Profile,
+        request: list[BaseMessage],
+    ) -> None:
+        self.session_id = reply.session_id
+        self.user = user
+        """The user message this turn added (None when regenerating an existing one)."""
+        self.reply = reply
+        """The reply row as committed before the request: empty, ``streaming``."""
+        self.profile = profile
+        self._engine = engine
+        self._events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        self._cancel_requested = False
+        self._task = asyncio.create_task(self._run(request), name=f"chat-tui reply {reply.id}")
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+    def cancel(self) -> None:
+        """Stop the reply: it is saved as ``interrupted`` with its partial text. Safe to call at any time."""
+        self._cancel_requested = True
+        self._task.cancel()
+
+    async def wait(self) -> Message:
+        """Wait for the end of the reply and return its saved row."""
+        return await asyncio.shield(self._task)
+
+    async def events(self) -> AsyncIterator[ReplyEvent]:
+        """Deltas and usage as they come, ending with one ReplyFinished or ReplyFailed.
+
+        Leaving the loop early (break, or the consumer being cancelled) cancels the reply.
+        """
+        try:
+            while True:
+                event = await self._events.get()
+                yield event
+                if isinstance(event, ReplyFinished | ReplyFailed):
+                    return
+        finally:
+            if not self._task.done():
+                self.cancel()
+
+    def __aiter__(self) -> AsyncIterator[ReplyEvent]:
+        return self.events()
+
+    async def _run(self, request: list[BaseMessage]) -> Message:
+        store = self._engine.store
+        reply_id = self.reply.id
+        parts: list[str] = []
+        usage = ReplyUsage(None, None)
+        try:
+            model = self._engine.chat_model(self.profile)
+            last_flush = time.monotonic()
+            finished = False
+            flushed = 0
+            async with aclosing(model.astream(request)) as stream:
+                async for chunk in stream:
+                    text = _chunk_text(chunk.content)
+                    if text:
+                        parts.append(text)
+                        self._events.put_nowait(ReplyDelta(text))
+                    if chunk.usage_metadata:
+                        usage = ReplyUsage(
+                            chunk.usage_metadata.get("input_tokens"), chunk.usage_metadata.get("output_tokens")
+                        )
+                        self._events.put_nowait(usage)
+                    if chunk.response_metadata.get("finish_reason"):
+                        finished = True
+                    if len(parts) != flushed and time.monotonic() - last_flush >= FLUSH_INTERVAL:
+                        flushed = len(parts)
+                        await store.flush_reply(reply_id, "".join(parts))
+                        last_flush = time.monotonic()
+            if not finished:
+                raise StreamBroken("The reply ended before the server finished it; the partial reply was kept.")
+            message = await store.finish_reply(
+                reply_id,
+                "".join(parts),
+                Status.COMPLETE,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
+            self._events.put_nowait(ReplyFinished(message))
+            return message
+        except asyncio.CancelledError:
+            # Saving must outlive the cancellation that brought us here (tab closed, Esc, app quit).
+            finish = store.finish_reply(reply_id, "".join(parts), Status.INTERRUPTED, **_usage_kwargs(usage))
+            message = await asyncio.shield(self._engine.track(finish))
+            self._events.put_nowait(ReplyFinished(message))
+            return message
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a saved error row and one event
+            error = exc if isinstance(exc, ChatError) else provider_error(exc, self.profile)
+            message = await store.finish_reply(
+                reply_id, "".join(parts), Status.ERROR, error=str(error), **_usage_kwargs(usage)
+            )
+            self._events.put_nowait(ReplyFailed(message, error))
+            return message
+
+
+def _usage_kwargs(usage: ReplyUsage) -> dict[str, int | None]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+
+
+def _chunk_text(content: str | list[Any]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
+
+
+def _to_langchain(history: Sequence[Message], system_prompt: str | None) -> list[BaseMessage]:
+    """The conversation as the model sees it: failed and unfinished replies are left out."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    out: list[BaseMessage] = [SystemMessage(system_prompt)] if system_prompt else []
+    for message in history:
+        if message.role is Role.USER:
+            out.append(HumanMessage(message.content))
+        elif message.status in (Status.COMPLETE, Status.INTERRUPTED) and message.content:
+            out.append(AIMessage(message.content))
+    return out
+
+
+def _causes(exc: BaseException) -> list[str]:
+    """Class names along the cause chain. By name, because openai may wrap either httpx or its fork httpx2."""
+    names: list[str] = []
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        names += [cls.__name__ for cls in type(seen).__mro__]
+        seen = seen.__cause__ or seen.__context__
+    return names
+
+
+def provider_error(exc: BaseException, profile: Profile) -> ChatError:
+    """Turn whatever the OpenAI SDK or httpx raised into one of our errors, in words a user understands."""
+    import openai
+
+    where = profile.base_url or "api.openai.com"
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in (401, 403):
+            key = profile.api_key_env or "the api_key in your config"
+            return AuthenticationFailed(f"The server at {where} rejected the API key ({status}). Check {key}.")
+        if status == 404:
+            return ModelNotFound(f"The server at {where} does not know the model '{profile.model}' (404).")
+        if status == 429:
+            retry_after = _retry_after(exc.response)
+            when = f" Try again in {retry_after:g} s." if retry_after is not None else " Try again in a moment."
+            return RateLimited(f"Rate limited by the server (429).{when}", retry_after)
+        if status >= 500:
+            return ServerFailed(f"The server at {where} failed ({status}). Try again in a moment.")
+        return ProviderError(f"The server at {where} refused the request ({status}).")
+    causes = _causes(exc)
+    if "APITimeoutError" in causes or "TimeoutException" in causes:
+        return TimedOut(f"No answer from {where} for {profile.timeout:g} s; the partial reply was kept.")
+    if "RemoteProtocolError" in causes or "ReadError" in causes or "StreamError" in causes:
+        return StreamBroken("The connection dropped mid-reply; the partial reply was kept.")
+    if "APIConnectionError" in causes or "ConnectError" in causes:
+        return ConnectionFailed(f"Cannot connect to {where}. Is the server running?")
+    if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | ValueError):
+        return StreamBroken("The server sent a malformed reply; the partial reply was kept.")
+    return ProviderError(f"The request failed: {type(exc).__name__}.")
+
+
+def _retry_after(response: Any) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def openai_chat_model(profile: Profile, api_key: str) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model=profile.model,
+        base_url=profile.base_url,
+        api_key=api_key,  # type: ignore[arg-type]
+        temperature=profile.temperature,
+        max_tokens=profile.max_tokens,  # type: ignore[call-arg]
+        timeout=profile.timeout,
+        max_retries=0,  # a retry would re-send the prompt behind the user's back; failures get a retry button
+        stream_usage=True,
+    )
+
+
+class ChatEngine:
+    """The headless chat engine: owns the store and the model clients. Open with ``async with ChatEngine.open(...)``."""
+
+    def __init__(self, settings: Settings, store: Store, *, model_factory: ModelFactory = openai_chat_model) -> None:
+        self.settings = settings
+        self.store = store
+        self._model_factory = model_factory
+        self._models: dict[Profile, BaseChatModel] = {}
+        self._turns: set[Turn] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, settings: Settings, *, model_factory: ModelFactory = openai_chat_model
+    ) -> AsyncIterator[ChatEngine]:
+        store = await Store.open(settings.db_path)
+        engine = cls(settings, store, model_factory=model_factory)
+        try:
+            yield engine
+        finally:
+            await engine.close()
+
+    async def close(self) -> None:
+        """Cancel live replies (saved as interrupted), wait for their last writes, close the database."""
+        for turn in list(self._turns):
+            turn.cancel()
+        for turn in list(self._turns):
+            await turn.wait()
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.store.close()
+
+    # -- plumbing the turns use ------------------------------------------------------------------------------
+
+    def chat_model(self, profile: Profile) -> BaseChatModel:
+        model = self._models.get(profile)
+        if model is None:
+            key = profile.resolve_key(self.settings.environ)
+            model = self._models[profile] = self._model_factory(profile, key.reveal())
+        return model
+
+    def track(self, coro: Any) -> asyncio.Future[Any]:
+        """Run a write that must finish even if its caller is cancelled; close() waits for it."""
+        future = asyncio.ensure_future(coro)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return future
+
+    @staticmethod
+    def preload() -> None:
+        """Import the model client (~0.7 s); the app calls this in a thread after its first frame."""
+        import langchain_openai  # noqa: F401
+
+    # -- turns ---------------------------------------------------------------------------------------------------
+
+    def resolve_profile(self, name: str | None) -> Profile:
+        return self.settings.profile(name)
+
+    async def _begin(self, user: Message | None, reply: Message, profile: Profile) -> Turn:
+        session = await self.store.get_session(reply.session_id)
+        history = await self.store.path(reply.parent_id) if reply.parent_id is not None else []
+        request = _to_langchain(history, session.system_prompt or profile.system_prompt)
+        turn = Turn(self, user, reply, profile, request)
+        self._turns.add(turn)
+        turn._task.add_done_callback(lambda _: self._turns.discard(turn))
+        return turn
+
+    async def _profile_for(self, session_id: int, name: str | None) -> Profile:
+        if name is None:
+            name = (await self.store.get_session(session_id)).profile
+            if name not in self.settings.profiles:
+                name = None
+        return self.resolve_profile(name)
+
+    async def send(self, session_id: int, text: str, *, parent_id: int | None, profile: str | None = None) -> Turn:
+        """Add ``text`` as a user message under ``parent_id`` (None: a new root) and stream the reply."""
+        chosen = await self._profile_for(session_id, profile)
+        chosen.resolve_key(self.settings.environ)  # a missing key fails here, before anything is saved
+        user, reply = await self.store.start_turn(session_id, parent_id, text, chosen.model)
+        return await self._begin(user, reply, chosen)
+
+    async def regenerate(self, message_id: int, *, profile: str | None = None) -> Turn:
+        """A new reply beside an existing one (or to a user message): a sibling, the old one stays."""
+        message = await self.store.get_message(message_id)
+        user_id = message.id if message.role is Role.USER else message.parent_id
+        assert user_id is not None, "an assistant message always has a parent"
+        chosen = await self._profile_for(message.session_id, profile)
+        chosen.resolve_key(self.settings.environ)
+        reply = await self.store.start_reply(message.session_id, user_id, chosen.model)
+        return await self._begin(None, reply, chosen)
+
+    async def edit(self, message_id: int, text: str, *, profile: str | None = None) -> Turn:
+        """Send ``text`` in place of an earlier user message: a new sibling user message and its reply."""
+        message = await self.store.get_message(message_id)
+        if message.role is not Role.USER:
+            raise ValueError("only user messages can be edited")
+        return await self.send(message.session_id, text, parent_id=message.parent_id, profile=profile)
+
+    async def list_models(self, profile: Profile) -> list[str]:
+        """The server's ``/v1/models``, for the model picker; an empty list when it has none or fails."""
+        import httpx
+
+        base = (profile.base_url or "https://api.openai.com/v1").rstrip("/")
+        try:
+            key = profile.resolve_key(self.settings.environ).reveal()
+            async with httpx.AsyncClient(timeout=min(profile.timeout, 5.0)) as client:
+                response = await client.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"})
+                response.raise_for_status()
+                return sorted(str(m["id"]) for m in response.json().get("data", []))
+        except (ChatError, httpx.HTTPError, ValueError, KeyError, TypeError):
+            return []
