@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from core.config import Profile, Settings
@@ -320,9 +320,6 @@ class ChatEngine:
 
     # -- turns ---------------------------------------------------------------------------------------------------
 
-    def resolve_profile(self, name: str | None) -> Profile:
-        return self.settings.profile(name)
-
     async def _begin(self, user: Message | None, reply: Message, profile: Profile) -> Turn:
         session = await self.store.get_session(reply.session_id)
         history = await self.store.path(reply.parent_id) if reply.parent_id is not None else []
@@ -332,16 +329,17 @@ class ChatEngine:
         turn._task.add_done_callback(lambda _: self._turns.discard(turn))
         return turn
 
-    async def _profile_for(self, session_id: int, name: str | None) -> Profile:
-        if name is None:
-            name = (await self.store.get_session(session_id)).profile
-            if name not in self.settings.profiles:
-                name = None
-        return self.resolve_profile(name)
+    async def profile_for(self, session_id: int, name: str | None = None) -> Profile:
+        """The profile a session sends with: ``name`` if given, else the session's own (with its model choice)."""
+        if name is not None:
+            return self.settings.profile(name)
+        session = await self.store.get_session(session_id)
+        profile = self.settings.profile(session.profile if session.profile in self.settings.profiles else None)
+        return replace(profile, model=session.model) if session.model else profile
 
     async def send(self, session_id: int, text: str, *, parent_id: int | None, profile: str | None = None) -> Turn:
         """Add ``text`` as a user message under ``parent_id`` (None: a new root) and stream the reply."""
-        chosen = await self._profile_for(session_id, profile)
+        chosen = await self.profile_for(session_id, profile)
         chosen.resolve_key(self.settings.environ)  # a missing key fails here, before anything is saved
         user, reply = await self.store.start_turn(session_id, parent_id, text, chosen.model)
         return await self._begin(user, reply, chosen)
@@ -351,7 +349,7 @@ class ChatEngine:
         message = await self.store.get_message(message_id)
         user_id = message.id if message.role is Role.USER else message.parent_id
         assert user_id is not None, "an assistant message always has a parent"
-        chosen = await self._profile_for(message.session_id, profile)
+        chosen = await self.profile_for(message.session_id, profile)
         chosen.resolve_key(self.settings.environ)
         reply = await self.store.start_reply(message.session_id, user_id, chosen.model)
         return await self._begin(None, reply, chosen)

@@ -25,7 +25,9 @@ class Session:
     id: int
     title: str | None
     profile: str | None
-    """Name of the model profile the session last used; None means the default profile."""
+    """Name of the model profile the session uses; None means the default profile."""
+    model: str | None
+    """A model of that profile's server chosen for this session (from /v1/models); None: the profile's own."""
     system_prompt: str | None
     archived: bool
     created_at: str

@@ -38,6 +38,7 @@ MIGRATIONS: dict[int, str] = {
         id            INTEGER PRIMARY KEY,
         title         TEXT,
         profile       TEXT,
+        model         TEXT,
         system_prompt TEXT,
         archived      INTEGER NOT NULL DEFAULT 0,
         key           TEXT UNIQUE,
@@ -88,7 +89,7 @@ _MESSAGE_COLUMNS = (
     "m.prompt_tokens, m.completion_tokens, m.error, m.created_at, m.updated_at"
 )
 _SESSION_COLUMNS = (
-    "s.id, s.title, s.profile, s.system_prompt, s.archived, s.created_at, s.updated_at, "
+    "s.id, s.title, s.profile, s.model, s.system_prompt, s.archived, s.created_at, s.updated_at, "
     "(SELECT count(*) FROM messages WHERE session_id = s.id)"
 )
 _UNSET: Any = object()
@@ -150,11 +151,12 @@ def _message(row: Iterable[Any]) -> Message:
 
 
 def _session(row: Iterable[Any]) -> Session:
-    id_, title, profile, system_prompt, archived, created, updated, count = row
+    id_, title, profile, model, system_prompt, archived, created, updated, count = row
     return Session(
         id=id_,
         title=title,
         profile=profile,
+        model=model,
         system_prompt=system_prompt,
         archived=bool(archived),
         created_at=created,
@@ -284,7 +286,7 @@ class Store:
             )
             session_id = cursor.lastrowid
         assert session_id is not None
-        return Session(session_id, title, profile, system_prompt, False, now, now, 0)
+        return Session(session_id, title, profile, None, system_prompt, False, now, now, 0)
 
     async def session_for_key(self, key: str) -> Session:
         """The session an outside caller (a LangChain app) names with its own string id, made on first use."""
@@ -323,14 +325,12 @@ class Store:
         *,
         title: str | None = _UNSET,
         profile: str | None = _UNSET,
+        model: str | None = _UNSET,
         system_prompt: str | None = _UNSET,
         archived: bool = _UNSET,
     ) -> Session:
-        changes = {
-            k: v
-            for k, v in (("title", title), ("profile", profile), ("system_prompt", system_prompt))
-            if v is not _UNSET
-        }
+        fields = (("title", title), ("profile", profile), ("model", model), ("system_prompt", system_prompt))
+        changes = {k: v for k, v in fields if v is not _UNSET}
         if archived is not _UNSET:
             changes["archived"] = int(archived)
         if changes:
