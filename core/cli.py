@@ -146,6 +146,7 @@ async def _ask(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err: T
     if session is None:
         session = await store.create_session()
     parent = await store.latest_leaf(session.id)
+    engine.preload()
     turn = await engine.send(session.id, text, parent_id=parent)
     show = inert if out.isatty() else str
     async for event in turn:

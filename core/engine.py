@@ -9,6 +9,7 @@ consumer does; its text is flushed at most every ``FLUSH_INTERVAL`` seconds and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -250,6 +251,7 @@ def _retry_after(response: Any) -> float | None:
 
 
 def openai_chat_model(profile: Profile, api_key: str) -> BaseChatModel:
+    import openai
     from langchain_openai import ChatOpenAI
 
     return ChatOpenAI(
@@ -261,6 +263,9 @@ def openai_chat_model(profile: Profile, api_key: str) -> BaseChatModel:
         timeout=profile.timeout,
         max_retries=0,  # a retry would re-send the prompt behind the user's back; failures get a retry button
         stream_usage=True,
+        # Its own connection pool, closed by ChatEngine.close(): langchain-openai's default pool is shared by the
+        # whole process and bound to the first event loop that used it (a later loop gets RuntimeError).
+        http_async_client=openai.DefaultAsyncHttpxClient(),
     )
 
 
@@ -295,7 +300,13 @@ class ChatEngine:
             await turn.wait()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        await self.store.close()
+        try:
+            for model in self._models.values():
+                client = getattr(model, "http_async_client", None)
+                if client is not None:
+                    await client.aclose()
+        finally:
+            await self.store.close()
 
     # -- plumbing the turns use ------------------------------------------------------------------------------
 
@@ -315,8 +326,17 @@ class ChatEngine:
 
     @staticmethod
     def preload() -> None:
-        """Import the model client (~0.7 s); the app calls this in a thread after its first frame."""
+        """Import the model client (~0.7 s) and tune the garbage collector; the app calls this after its first frame.
+
+        langchain's ``astream`` keeps every chunk of a reply alive until the reply ends (~6 objects a token), and
+        Python's full collections walk every live object: mid-stream they stalled the event loop 60-150 ms here.
+        Freezing what exists once the imports are done takes those objects out of every later collection, and a
+        higher third threshold makes full collections rare (the young generations still run as usual).
+        """
         import langchain_openai  # noqa: F401
+
+        gc.freeze()
+        gc.set_threshold(700, 10, 1000)
 
     # -- turns ---------------------------------------------------------------------------------------------------
 
