@@ -1,0 +1,492 @@
+"""MessageList: the conversation view's rendering, streaming, scrolling and keys, through Textual's pilot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from rich.markdown import Markdown
+from textual.app import App, ComposeResult
+from textual.containers import Vertical
+
+from core.models import Message, Role, Status
+from tui.widgets import message_list as message_list_module
+from tui.widgets.message_list import ChatEntry, MessageList
+
+STYLES = Path(__file__).parent.parent / "tui" / "styles" / "message_list.tcss"
+
+REPLY = """# Streaming check
+
+A first paragraph with **bold**, *emphasis*, `inline code`, a [link](https://example.com)
+and [the docs][docs]. It wraps over more than one line when the terminal is narrow enough, which it is here.
+
+- a bullet
+- another bullet
+  continued on an indented line
+
+1. first
+2. second
+
+```python
+def handler(event):
+    total = 0
+    for value in event.values:
+        total += value
+
+    return total
+```
+
+> A quote that closes the reply.
+
+| col | other |
+| --- | ----- |
+| 1   | 2     |
+
+The end.
+
+[docs]: https://example.com/docs
+"""
+
+
+def make_message(
+    message_id: int,
+    role: str,
+    content: str = "",
+    status: Status = Status.COMPLETE,
+    *,
+    model: str | None = None,
+    error: str | None = None,
+) -> Message:
+    return Message(
+        id=message_id,
+        session_id=1,
+        parent_id=message_id - 1 if message_id > 1 else None,
+        role=Role(role),
+        content=content,
+        status=status,
+        model=model,
+        prompt_tokens=None,
+        completion_tokens=None,
+        error=error,
+        created_at="2025-01-01T00:00:00Z",
+        updated_at="2025-01-01T00:00:00Z",
+    )
+
+
+def conversation(count: int, first_id: int = 1) -> list[ChatEntry]:
+    """Alternating user and assistant messages of a few lines each."""
+    entries = []
+    for message_id in range(first_id, first_id + count):
+        role = "user" if message_id % 2 else "assistant"
+        lines = "\n".join(f"line {n} of message {message_id}" for n in range(3))
+        content = f"Message {message_id}\n\n{lines}"
+        entries.append(ChatEntry(make_message(message_id, role, content)))
+    return entries
+
+
+class ListApp(App[None]):
+    CSS_PATH = STYLES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copied: list[str] = []
+        self.posted: list[object] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="pane"):
+            yield MessageList()
+
+    def copy_to_clipboard(self, text: str) -> None:
+        self.copied.append(text)
+
+    def on_message_list_regenerate_requested(self, message: MessageList.RegenerateRequested) -> None:
+        self.posted.append(message)
+
+    def on_message_list_retry_requested(self, message: MessageList.RetryRequested) -> None:
+        self.posted.append(message)
+
+    def on_message_list_edit_requested(self, message: MessageList.EditRequested) -> None:
+        self.posted.append(message)
+
+    def on_message_list_sibling_requested(self, message: MessageList.SiblingRequested) -> None:
+        self.posted.append(message)
+
+    def on_message_list_load_earlier_requested(self, message: MessageList.LoadEarlierRequested) -> None:
+        self.posted.append(message)
+
+
+def visible_lines(message_list: MessageList) -> list[str]:
+    """The text of every row the widget shows now."""
+    return [message_list.render_line(y).text for y in range(message_list.scrollable_content_region.height)]
+
+
+def content_lines(message_list: MessageList) -> list[str]:
+    """The visible rows without the blank rows below the last message (the view must hold them all)."""
+    lines = [line.rstrip() for line in visible_lines(message_list)]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+async def settle(pilot) -> None:
+    """Let flush timers, after-refresh callbacks and repaints run."""
+    await pilot.pause(0.15)
+    await pilot.pause()
+
+
+@pytest.fixture
+def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every Markdown render the widget makes."""
+    calls: list[str] = []
+    render = message_list_module._render_markdown
+
+    def counting(console: Console, text: str, width: int):
+        calls.append(text)
+        return render(console, text, width)
+
+    monkeypatch.setattr(message_list_module, "_render_markdown", counting)
+    return calls
+
+
+async def test_streamed_reply_ends_identical_to_one_shot_render() -> None:
+    streamed_app, one_shot_app = ListApp(), ListApp()
+    user = ChatEntry(make_message(1, "user", "Show me"))
+    async with streamed_app.run_test(size=(100, 120)) as pilot:
+        view = streamed_app.query_one(MessageList)
+        view.set_entries([user, ChatEntry(make_message(2, "assistant", "", Status.STREAMING, model="m"))])
+        for start in range(0, len(REPLY), 3):
+            view.append_text(2, REPLY[start : start + 3])
+            if start % 60 == 0:
+                await pilot.pause(0.02)  # let the tail be re-rendered mid-block, mid-fence, mid-list
+        await settle(pilot)
+        streaming = content_lines(view)
+        assert any("▍" in line for line in streaming)
+        # The reference's definition comes blocks later: only a one-shot render resolves it.
+        assert any("[the docs][docs]" in line for line in streaming)
+        view.update_entry(ChatEntry(make_message(2, "assistant", REPLY, model="m")))
+        await settle(pilot)
+        streamed = content_lines(view)
+    async with one_shot_app.run_test(size=(100, 120)) as pilot:
+        view = one_shot_app.query_one(MessageList)
+        view.set_entries([user, ChatEntry(make_message(2, "assistant", REPLY, model="m"))])
+        await settle(pilot)
+        one_shot = content_lines(view)
+    assert len(one_shot) > 30
+    assert not any("[docs]" in line for line in one_shot)
+    assert streamed == one_shot
+    assert not any("▍" in line for line in streamed)
+
+
+def test_markdown_with_shared_parser_renders_like_rich() -> None:
+    console = Console(width=90, color_system="truecolor", force_terminal=True)
+    options = console.options.update(width=90, height=None)
+    ours = message_list_module._render_markdown(console, REPLY, 90)
+    theirs = console.render_lines(Markdown(REPLY, code_theme=message_list_module.CODE_THEME), options)
+    assert [strip.text for strip in ours] == ["".join(segment.text for segment in line) for line in theirs]
+
+
+def test_open_code_fence_rendered_in_pieces_matches_one_shot() -> None:
+    console = Console(width=90, color_system="truecolor", force_terminal=True)
+    code = "Intro.\n\n```python\n" + "\n".join(
+        "" if n % 7 == 3 else f"value_{n} = compute(value, factor={n})  # step {n}" for n in range(30)
+    )
+    view = MessageList()
+    item = message_list_module._Item(ChatEntry(make_message(2, "assistant", "", Status.STREAMING)))
+    pieces_checked = 0
+    for start in range(0, len(code), 5):
+        item.append(code[start : start + 5])
+        body, _ = view._render_streaming(console, item, 86)
+        if item.code_lines:
+            text = item.text
+            closed = text + ("" if text.endswith("\n") else "\n") + "```\n"
+            assert body == message_list_module._render_markdown(console, closed, 86)
+            pieces_checked += 1
+    assert pieces_checked > 50
+
+
+async def test_control_and_escape_sequences_are_shown_inert() -> None:
+    hostile = "before \x1b[2J\x1b]52;c;AAAA\x07 \x9b31m \x7f \x00 after &#x1b; &#27;"
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(
+            [
+                ChatEntry(make_message(1, "user", hostile)),
+                ChatEntry(make_message(2, "assistant", hostile, model="\x1b[31mred")),
+                ChatEntry(make_message(3, "assistant", "", Status.STREAMING)),
+                ChatEntry(make_message(4, "assistant", "x", Status.ERROR, error="bad \x1b[5m error")),
+            ]
+        )
+        view.append_text(3, hostile)
+        await settle(pilot)
+        text = "\n".join(visible_lines(view))
+    assert text.count("before") == 3
+    assert "␛[2J" in text and "␇" in text and "bad ␛[5m error" in text
+    for control in ("\x1b", "\x07", "\x9b", "\x7f", "\x00"):
+        assert control not in text
+
+
+async def test_follows_the_end_while_streaming_unless_scrolled_up() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(6) + [ChatEntry(make_message(7, "assistant", "", Status.STREAMING))])
+        await settle(pilot)
+        for n in range(60):
+            view.append_text(7, f"streamed line {n}\n\n")
+            if n % 10 == 9:
+                await settle(pilot)
+                assert f"streamed line {n}" in "\n".join(visible_lines(view))
+        assert view.max_scroll_y > 0
+
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        top_before = visible_lines(view)
+        for n in range(60, 90):
+            view.append_text(7, f"streamed line {n}\n\n")
+        await settle(pilot)
+        assert view.scroll_y == 0
+        assert visible_lines(view) == top_before
+
+        view.scroll_end(animate=False)
+        await settle(pilot)
+        view.append_text(7, "the very last line\n")
+        await settle(pilot)
+        assert "the very last line" in "\n".join(visible_lines(view))
+
+
+async def test_hidden_widget_only_stores_text_and_catches_up_when_shown(count_renders: list[str]) -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(2) + [ChatEntry(make_message(3, "assistant", "", Status.STREAMING))])
+        await settle(pilot)
+        app.query_one("#pane").display = False
+        await settle(pilot)
+        count_renders.clear()
+        scheduled: list[str] = []
+
+        def observe(name: str) -> None:
+            original = getattr(view, name)
+
+            def observed(*args, **kwargs):
+                scheduled.append(name)
+                return original(*args, **kwargs)
+
+            setattr(view, name, observed)
+
+        for name in ("refresh", "set_timer", "call_later", "call_after_refresh"):
+            observe(name)
+        for n in range(200):
+            view.append_text(3, f"word{n} ")
+        view.append_text(3, "\n\nfinal words here")
+        for name in ("refresh", "set_timer", "call_later", "call_after_refresh"):
+            delattr(view, name)
+        assert scheduled == []
+        await settle(pilot)
+        assert count_renders == []
+
+        app.query_one("#pane").display = True
+        await settle(pilot)
+        assert count_renders, "showing the widget renders the text that arrived while hidden"
+        assert len(count_renders) <= 4
+        assert "final words here" in "\n".join(visible_lines(view))
+
+
+async def test_prepend_keeps_the_viewport_content_in_place() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(20, first_id=41), has_earlier=True)
+        await settle(pilot)
+        view.scroll_to(y=view.max_scroll_y // 2, animate=False)
+        await settle(pilot)
+        before = visible_lines(view)
+        view.prepend_entries(conversation(40, first_id=1), has_earlier=False)
+        await settle(pilot)
+        assert visible_lines(view) == before
+        assert view.entries[0].message.id == 1
+
+
+async def test_load_earlier_requested_once_per_load_at_the_top() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(20, first_id=41), has_earlier=True)
+        await settle(pilot)
+        assert app.posted == []
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        view.scroll_to(y=10, animate=False)
+        await settle(pilot)
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        requests = [m for m in app.posted if isinstance(m, MessageList.LoadEarlierRequested)]
+        assert len(requests) == 1 and requests[0].message_id == 41
+
+        view.prepend_entries(conversation(20, first_id=21), has_earlier=True)
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        requests = [m for m in app.posted if isinstance(m, MessageList.LoadEarlierRequested)]
+        assert [m.message_id for m in requests] == [41, 21]
+
+        view.prepend_entries(conversation(20, first_id=1), has_earlier=False)
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        assert len([m for m in app.posted if isinstance(m, MessageList.LoadEarlierRequested)]) == 2
+
+
+async def test_keyboard_selection_and_copy() -> None:
+    reply = "Two blocks:\n\n```python\nfirst = 1\n```\n\nand\n\n```sh\nsecond --flag\n```\n"
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(
+            [ChatEntry(make_message(1, "user", "Question?")), ChatEntry(make_message(2, "assistant", reply))]
+        )
+        view.focus()
+        await settle(pilot)
+        await pilot.press("up")
+        assert view.selected_id == 2
+        await pilot.press("y")
+        assert app.copied == [reply]
+        await pilot.press("Y", "Y", "Y")
+        assert app.copied[1:] == ["first = 1\n", "second --flag\n", "first = 1\n"]
+        await pilot.press("up")
+        assert view.selected_id == 1
+        await pilot.press("y")
+        assert app.copied[-1] == "Question?"
+        await pilot.press("down")
+        assert view.selected_id == 2
+        await pilot.press("escape")
+        assert view.selected_id is None
+
+
+async def test_click_selects_a_message() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(2))
+        await settle(pilot)
+        rows = visible_lines(view)
+        row = next(y for y, line in enumerate(rows) if "Message 2" in line)
+        await pilot.click(MessageList, offset=(5, row))
+        assert view.selected_id == 2
+
+
+async def test_sibling_position_in_header_and_sibling_keys() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        hello = make_message(2, "assistant", "Hello", model="gpt-x")
+        reply = ChatEntry(hello, sibling_index=2, sibling_count=3)
+        view.set_entries([ChatEntry(make_message(1, "user", "Hi")), reply])
+        view.focus()
+        await settle(pilot)
+        header = next(line for line in visible_lines(view) if "Assistant" in line)
+        assert "gpt-x" in header and "‹ 2/3 ›" in header
+        assert not any("‹" in line for line in visible_lines(view) if "You" in line)
+        await pilot.press("left", "right_square_bracket")
+        siblings = [m for m in app.posted if isinstance(m, MessageList.SiblingRequested)]
+        assert [(m.message_id, m.direction) for m in siblings] == [(2, -1), (2, 1)]
+
+
+async def test_error_message_shows_its_text_and_r_retries() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(
+            [
+                ChatEntry(make_message(1, "user", "Hi")),
+                ChatEntry(make_message(2, "assistant", "Partial", Status.ERROR, error="The server is down.")),
+            ]
+        )
+        view.focus()
+        await settle(pilot)
+        text = "\n".join(visible_lines(view))
+        assert "Partial" in text
+        assert "The server is down." in text and "press r to retry" in text
+        await pilot.press("r")
+        assert [type(m) for m in app.posted] == [MessageList.RetryRequested]
+        assert app.posted[0].message_id == 2
+
+
+async def test_regenerate_edit_and_interrupted_mark() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(
+            [
+                ChatEntry(make_message(1, "user", "Hi")),
+                ChatEntry(make_message(2, "assistant", "Half a repl", Status.INTERRUPTED)),
+            ]
+        )
+        view.focus()
+        await settle(pilot)
+        assert any("⏸ interrupted — partial reply kept" in line for line in visible_lines(view))
+        await pilot.press("e")  # the last message is the assistant's: nothing to edit
+        await pilot.press("r")
+        await pilot.press("up", "up", "r", "e")
+        assert [(type(m), m.message_id) for m in app.posted] == [
+            (MessageList.RegenerateRequested, 2),
+            (MessageList.EditRequested, 1),
+        ]
+
+
+async def test_resize_rewraps_messages() -> None:
+    long_text = " ".join(f"word{n}" for n in range(120))
+    app = ListApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(
+            [
+                ChatEntry(make_message(1, "user", long_text)),
+                ChatEntry(make_message(2, "assistant", long_text)),
+            ]
+        )
+        await settle(pilot)
+        wide = content_lines(view)
+        await pilot.resize_terminal(60, 40)
+        await settle(pilot)
+        narrow = content_lines(view)
+        width = view.scrollable_content_region.width
+    assert width < 60
+    assert len(narrow) > len(wide)
+    assert all(len(line) <= width for line in narrow)
+    assert "word119" in "\n".join(narrow)
+
+
+async def test_big_hidden_reply_shows_its_end_then_renders_in_full() -> None:
+    paragraphs = [f"Paragraph {n}: " + "some words " * 20 for n in range(80)]
+    reply = "\n\n".join([*paragraphs, "The last paragraph."])
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(2) + [ChatEntry(make_message(3, "assistant", "", Status.STREAMING))])
+        await settle(pilot)
+        app.query_one("#pane").display = False
+        await settle(pilot)
+        view.append_text(3, reply)
+        app.query_one("#pane").display = True
+        await settle(pilot)
+        assert "The last paragraph." in "\n".join(visible_lines(view))
+        view.update_entry(ChatEntry(make_message(3, "assistant", reply)))
+        await settle(pilot)
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        top = "\n".join(visible_lines(view))
+        assert "Message 1" in top
+        assert not any(item.partial for item in view._items)
+
+
+async def test_entry_reports_streamed_text() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)):
+        view = app.query_one(MessageList)
+        view.set_entries([ChatEntry(make_message(1, "assistant", "", Status.STREAMING))])
+        view.append_text(1, "Hello")
+        view.append_text(1, " world")
+        entry = view.entry(1)
+        assert entry is not None and entry.message.content == "Hello world"
+        assert view.entry(99) is None

@@ -1,0 +1,1150 @@
+"""The conversation view of one chat tab: a line-API ScrollView that serves cached, pre-rendered lines.
+
+Messages are rendered with Rich (``Markdown`` for replies, wrapped ``Text`` for prompts) into Strips once per
+width; a streaming reply keeps its finished Markdown blocks as lines and re-renders only the live tail at a
+bounded rate. Only messages near the viewport are rendered; the others carry estimated heights.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from time import monotonic
+from typing import ClassVar
+
+from markdown_it import MarkdownIt
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual import message as textual_message
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.timer import Timer
+from textual.widget import Widget
+
+from core.models import Message, Role, Status
+
+__all__ = ["ChatEntry", "MessageList"]
+
+CODE_THEME = "monokai"
+"""Pygments theme for fenced code: dark background, readable on the app's dark themes."""
+FLUSH_INTERVAL = 0.1
+"""Seconds between re-renders of a streaming tail (≤ 10 Hz): the tail is the only per-delta render."""
+CODE_PIECE_LINES = 4
+"""Complete lines of an open code block rendered as one piece (see `MessageList._render_open_fence`)."""
+PARTIAL_CHARS = 3000
+"""New text beyond which the last message is first rendered from its end only (see `_render_item`)."""
+GUTTER = "▌"
+STREAMING_MARK = "▍"
+INTERRUPTED_NOTE = "⏸ interrupted — partial reply kept"
+
+# C0 controls (but \t and \n), DEL and C1 would reach the terminal as escape sequences: show them as symbols.
+_INERT_TABLE: dict[int, str] = {code: chr(0x2400 + code) for code in range(0x20) if code not in (0x09, 0x0A)}
+_INERT_TABLE[0x7F] = "\u2421"
+_INERT_TABLE.update({code: "\ufffd" for code in range(0x80, 0xA0)})
+
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_LIST_ITEM = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
+
+
+def inert_text(text: str) -> str:
+    """Return `text` with every control character replaced by a visible symbol and tabs expanded.
+
+    Model output is untrusted: an ESC in a reply must be shown, never sent to the terminal.
+    """
+    return text.replace("\r\n", "\n").translate(_INERT_TABLE).expandtabs(4)
+
+
+class _Markdown(Markdown):
+    """Rich's Markdown with one shared parser.
+
+    Building a MarkdownIt parser costs more than parsing and rendering a paragraph, and a streaming tail is
+    rendered up to ten times a second. Mirrors `rich.markdown.Markdown.__init__` (rich 15);
+    tests/test_message_list.py checks that both render the same lines.
+    """
+
+    _parser: ClassVar[MarkdownIt | None] = None
+
+    def __init__(self, markup: str, code_theme: str = CODE_THEME) -> None:
+        parser = _Markdown._parser
+        if parser is None:
+            parser = _Markdown._parser = MarkdownIt().enable("strikethrough").enable("table")
+        self.markup = markup
+        self.parsed = parser.parse(markup)
+        self.code_theme = code_theme
+        self.justify = None
+        self.style = "none"
+        self.hyperlinks = True
+        self.inline_code_lexer = None
+        self.inline_code_theme = code_theme
+
+
+def _render_markdown(console: Console, text: str, width: int) -> list[Strip]:
+    """Render Markdown to lines of exactly `width` cells (the one place replies are rendered)."""
+    markdown = _Markdown(inert_text(text))
+    lines = console.render_lines(markdown, console.options.update(width=width, height=None))
+    return [Strip(line, width) for line in lines]
+
+
+def _render_plain(console: Console, text: str, width: int, style: str | Style = "") -> list[Strip]:
+    """Render plain text wrapped to `width` cells: prompts are shown as typed, not as Markdown."""
+    renderable = Text(inert_text(text), style=style, overflow="fold", end="")
+    lines = console.render_lines(renderable, console.options.update(width=width, height=None))
+    return [Strip(line, width) for line in lines]
+
+
+def _estimate_rows(text: str, width: int) -> int:
+    """Rows `text` takes wrapped to `width`, roughly (Markdown spacing is close to the source's)."""
+    width = max(1, width)
+    return sum(len(line) // width + 1 for line in text.split("\n"))
+
+
+def code_blocks(markdown_text: str) -> list[str]:
+    """The contents of the fenced and indented code blocks in `markdown_text`, in order."""
+    tokens = MarkdownIt().parse(markdown_text)
+    return [token.content for token in tokens if token.type in ("fence", "code_block")]
+
+
+class _BlockScanner:
+    """Finds where the finished Markdown blocks of a growing text end.
+
+    A boundary is the start of a line that follows a blank line outside a fenced code block, that is not
+    indented (an indented line may continue a list item) and does not start a list item (a loose list stays
+    one block). Everything before the latest boundary keeps its rendering when more text arrives, give or
+    take link reference definitions, which the one-shot render at the end of the stream settles.
+    """
+
+    __slots__ = ("position", "fence", "fence_start", "fence_body", "after_blank", "boundary", "boundaries")
+
+    def __init__(self) -> None:
+        self.position = 0
+        """Start of the first line not scanned yet (only complete lines are scanned)."""
+        self.fence: str | None = None
+        """The marker (``` or ~~~, or longer) of the fenced code block still open, if any."""
+        self.fence_start = 0
+        """Offset of the open fence's opening line."""
+        self.fence_body = 0
+        """Offset of the open fence's first code line."""
+        self.after_blank = False
+        self.boundary = 0
+        self.boundaries: list[int] = []
+        """Every boundary found, in order."""
+
+    def feed(self, text: str) -> int:
+        """Scan the complete lines added since the last call; return the latest boundary offset."""
+        position = self.position
+        find = text.find
+        while (end := find("\n", position)) >= 0:
+            line = text[position:end]
+            if self.fence is not None:
+                match = _FENCE.match(line)
+                if (
+                    match
+                    and match.group(1)[0] == self.fence[0]
+                    and len(match.group(1)) >= len(self.fence)
+                    and not line[match.end() :].strip()
+                ):
+                    self.fence = None
+            elif not line.strip():
+                self.after_blank = True
+            else:
+                if self.after_blank and line[0] not in " \t" and not _LIST_ITEM.match(line):
+                    self.boundary = position
+                    self.boundaries.append(position)
+                self.after_blank = False
+                match = _FENCE.match(line)
+                if match and (match.group(1)[0] == "~" or "`" not in line[match.end() :]):
+                    self.fence = match.group(1)
+                    self.fence_start, self.fence_body = position, end + 1
+            position = end + 1
+        self.position = position
+        return self.boundary
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEntry:
+    """What the tab hands down for each message on the displayed path."""
+
+    message: Message
+    sibling_index: int = 1
+    """1-based position among the message's siblings (same parent, same role)."""
+    sibling_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Styles:
+    """Rich styles resolved from the component classes, cached until the CSS or theme changes."""
+
+    base: Style
+    user: Style
+    assistant: Style
+    selected: Style
+    error: Style
+    status: Style
+    meta: Style
+
+
+class _Item:
+    """One displayed message: its text, its rendered lines and where it sits in the virtual space."""
+
+    __slots__ = (
+        "entry",
+        "_parts",
+        "width",
+        "dirty",
+        "body",
+        "footer",
+        "height",
+        "top",
+        "rows",
+        "rows_generation",
+        "scanner",
+        "done_end",
+        "done_body",
+        "done_width",
+        "code_start",
+        "code_end",
+        "code_lines",
+        "code_pad",
+        "rendered_length",
+        "partial",
+    )
+
+    def __init__(self, entry: ChatEntry) -> None:
+        self.entry = entry
+        self._parts: list[str] = [entry.message.content]
+        self.width = 0
+        """Width `body` was rendered for; 0 until rendered."""
+        self.dirty = True
+        """The text or the entry changed since `body` was rendered."""
+        self.body: list[Strip] = []
+        self.footer: list[Strip] = []
+        """Status lines below the body (plain strips; styled when composed)."""
+        self.height = 0
+        """Rows in the virtual space: header, body, footer, separator. An estimate until rendered."""
+        self.top = 0
+        self.rows: dict[int, Strip] = {}
+        """Composed rows (gutter, styles, selection) by row number: render_line serves these."""
+        self.rows_generation = -1
+        self.scanner: _BlockScanner | None = None
+        self.done_end = 0
+        """While streaming: end offset of the finished blocks already rendered into `done_body`."""
+        self.done_body: list[Strip] = []
+        self.done_width = 0
+        self.code_start = -1
+        """While the tail is an open code fence: offset of its opening line (-1: none)."""
+        self.code_end = 0
+        """End offset of the code lines already rendered into `code_lines`."""
+        self.code_lines: list[Strip] = []
+        self.code_pad: Strip | None = None
+        """The block's bottom padding row, cut from `code_lines` so that the next piece can join on."""
+        self.rendered_length = 0
+        """Length of the text when `body` was rendered."""
+        self.partial = False
+        """`body` renders only the end of the text, with estimated blank rows above (see `_render_item`)."""
+
+    @property
+    def id(self) -> int:
+        return self.entry.message.id
+
+    @property
+    def text(self) -> str:
+        parts = self._parts
+        if len(parts) > 1:
+            parts[:] = ["".join(parts)]
+        return parts[0]
+
+    def append(self, text: str) -> None:
+        self._parts.append(text)
+
+    def set_text(self, text: str) -> None:
+        self._parts = [text]
+
+    @property
+    def is_user(self) -> bool:
+        return self.entry.message.role == Role.USER
+
+    @property
+    def is_streaming(self) -> bool:
+        return self.entry.message.status == Status.STREAMING
+
+    @property
+    def rendered(self) -> bool:
+        return not self.dirty and self.width > 0
+
+    def estimate_height(self, width: int) -> int:
+        """A cheap guess of the rendered height, good enough for the scrollbar until the real render."""
+        rows = _estimate_rows(self.text, width)
+        status = self.entry.message.status
+        footer = 2 if status == Status.ERROR else 1 if status in (Status.STREAMING, Status.INTERRUPTED) else 0
+        return 1 + rows + footer + 1
+
+
+class _EntryMessage(textual_message.Message):
+    """Base of the messages MessageList posts about one of its entries."""
+
+    def __init__(self, message_list: MessageList, message_id: int) -> None:
+        super().__init__()
+        self.message_list = message_list
+        """The MessageList that posted the message."""
+        self.message_id = message_id
+        """Id of the `core.models.Message` the request is about."""
+
+    @property
+    def control(self) -> MessageList:
+        return self.message_list
+
+
+class MessageList(ScrollView, can_focus=True):
+    """The conversation of one tab, as a scrollable list of messages.
+
+    Data comes down through `set_entries`, `prepend_entries`, `append_entry`, `append_text` and
+    `update_entry`; user requests go up as messages. Call `update_entry` with the final message when a
+    stream ends: that renders it one-shot, so the final lines equal those of a fresh render of the text.
+    """
+
+    ALLOW_SELECT = False
+    DEFAULT_CSS = """
+    MessageList {
+        overflow-x: hidden;
+        overflow-y: scroll;
+    }
+    """
+    # overflow-y is `scroll` on purpose: a scrollbar that comes and goes would change the width and force a
+    # re-render of every visible message, and its appearance needs a layout pass.
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "message-list--user",
+        "message-list--assistant",
+        "message-list--selected",
+        "message-list--error",
+        "message-list--status",
+        "message-list--meta",
+    }
+    """
+    | Class | Description |
+    | :- | :- |
+    | `message-list--user` | Gutter and name of the user's messages (color). |
+    | `message-list--assistant` | Gutter and name of the assistant's messages (color). |
+    | `message-list--selected` | The selected message: background of its lines, color of its gutter. |
+    | `message-list--error` | The error line of a failed reply (color). |
+    | `message-list--status` | Streaming and interrupted marks (color). |
+    | `message-list--meta` | Model name and sibling position in headers (color). |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "select_previous", "Previous message", show=False, id="message_list.select_previous"),
+        Binding("down", "select_next", "Next message", show=False, id="message_list.select_next"),
+        Binding("home", "select_first", "First message", show=False, id="message_list.select_first"),
+        Binding("end", "follow_end", "Last message", show=False, id="message_list.follow_end"),
+        Binding("escape", "clear_selection", "Unselect", show=False, id="message_list.clear_selection"),
+        Binding("y", "copy", "Copy", id="message_list.copy"),
+        Binding("Y", "copy_code", "Copy code", id="message_list.copy_code"),
+        Binding("r", "regenerate", "Regenerate", id="message_list.regenerate"),
+        Binding("r", "retry", "Retry", id="message_list.retry"),
+        Binding("e", "edit", "Edit", id="message_list.edit"),
+        Binding(
+            "left,left_square_bracket",
+            "sibling(-1)",
+            "Previous version",
+            show=False,
+            id="message_list.sibling_previous",
+        ),
+        Binding(
+            "right,right_square_bracket",
+            "sibling(1)",
+            "Next version",
+            show=False,
+            id="message_list.sibling_next",
+        ),
+        Binding("pageup", "page_up", "Page up", show=False, id="message_list.page_up"),
+        Binding("pagedown", "page_down", "Page down", show=False, id="message_list.page_down"),
+    ]
+
+    selected_id: reactive[int | None] = reactive(None, repaint=False, init=False)
+    """The message the keyboard cursor is on; None follows the end of the conversation."""
+
+    class RegenerateRequested(_EntryMessage):
+        """The user asked for a new reply in place of an assistant message (key r)."""
+
+    class RetryRequested(_EntryMessage):
+        """The user asked to retry a reply that failed with an error (key r)."""
+
+    class EditRequested(_EntryMessage):
+        """The user asked to edit one of their messages (key e)."""
+
+    class SiblingRequested(_EntryMessage):
+        """The user asked to show another version of a message (left/right or [ and ])."""
+
+        def __init__(self, message_list: MessageList, message_id: int, direction: int) -> None:
+            super().__init__(message_list, message_id)
+            self.direction = direction
+            """-1 for the previous sibling, +1 for the next one."""
+
+    class LoadEarlierRequested(_EntryMessage):
+        """The view reached the top and earlier messages exist: load those before `message_id`.
+
+        Posted once per load: the next one waits for `prepend_entries` or `set_entries`.
+        """
+
+    def __init__(
+        self,
+        entries: Sequence[ChatEntry] = (),
+        *,
+        has_earlier: bool = False,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self._items: list[_Item] = []
+        self._by_id: dict[int, _Item] = {}
+        self._tops: list[int] = []
+        self._total = 0
+        self._width = 0
+        """Body width the items are rendered (or estimated) for; 0 before the first layout."""
+        self._follow = True
+        """Keep the view at the bottom as content grows (the user has not scrolled up)."""
+        self._adjusting = False
+        """Set while the widget moves the scroll position itself (not a user scroll)."""
+        self._layout_stale = True
+        self._has_earlier = has_earlier
+        self._earlier_requested = False
+        self._reserved_height = 0
+        """While a reply streams, the virtual height grows in steps (see `_apply_scroll`)."""
+        self._completion_scheduled = False
+        self._allow_partial = True
+        self._flush_timer: Timer | None = None
+        self._flush_pending = False
+        """A flush is queued with call_later (the interval since the last one has already passed)."""
+        self._last_flush = 0.0
+        self._styles: _Styles | None = None
+        self._style_generation = 0
+        self._code_cursor: tuple[int, int] | None = None
+        """(message id, index) of the code block "Y" copied last, to cycle on repeated presses."""
+        if entries:
+            self._replace_items(entries)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Public API: data down
+
+    def set_entries(self, entries: Sequence[ChatEntry], *, has_earlier: bool = False) -> None:
+        """Replace every message (a session opened, a branch switched) and show the conversation's end."""
+        self._replace_items(entries)
+        self._has_earlier = has_earlier
+        self._earlier_requested = False
+        self._follow = True
+        self._reserved_height = 0
+        if self.selected_id is not None and self.selected_id not in self._by_id:
+            self.selected_id = None
+        self._sync()
+        self._request_earlier_if_unfilled()
+        self.refresh_bindings()
+
+    def prepend_entries(self, entries: Sequence[ChatEntry], *, has_earlier: bool) -> None:
+        """Insert earlier messages above the first one, keeping the viewport's content where it is."""
+        new_items = [_Item(entry) for entry in entries if entry.message.id not in self._by_id]
+        anchor = self._anchor()
+        width = self._width
+        for item in new_items:
+            self._by_id[item.id] = item
+            if width:
+                item.height = item.estimate_height(width)
+        self._items[:0] = new_items
+        self._has_earlier = has_earlier
+        self._earlier_requested = False
+        self._layout()
+        if anchor is not None:
+            # Keep the anchor now, with estimated heights: the sync below is skipped while the tab is hidden.
+            self._apply_scroll(anchor, None, self._total, False)
+        self._sync(anchor=anchor)
+        self._request_earlier_if_unfilled()
+
+    def append_entry(self, entry: ChatEntry) -> None:
+        """Add a message at the end (the user's prompt, or an empty streaming reply)."""
+        if entry.message.id in self._by_id:
+            self.update_entry(entry)
+            return
+        item = _Item(entry)
+        if self._width:
+            item.height = item.estimate_height(self._width)
+        self._items.append(item)
+        self._by_id[item.id] = item
+        self._layout_stale = True
+        self._reserved_height = 0
+        self._sync()
+        self.refresh_bindings()
+
+    def append_text(self, message_id: int, text: str) -> None:
+        """Add a streamed delta to a message.
+
+        Costs a list append; rendering happens at most every FLUSH_INTERVAL, and not at all while the widget
+        is hidden (it catches up once when shown).
+        """
+        item = self._by_id.get(message_id)
+        if item is None or not text:
+            return
+        item.append(text)
+        item.dirty = True
+        if self._flush_timer is None and not self._flush_pending and self._is_shown():
+            delay = self._last_flush + FLUSH_INTERVAL - monotonic()
+            if delay > 0:
+                self._flush_timer = self.set_timer(delay, self._flush, name="message-list-flush")
+            else:
+                self._flush_pending = True
+                self.call_later(self._flush)
+
+    def update_entry(self, entry: ChatEntry) -> None:
+        """Replace one message's data (final content, status, error, sibling counts) and re-render it.
+
+        While the message is still streaming, text already streamed in is kept if the given content is a
+        prefix of it (the row in the database lags behind the stream).
+        """
+        item = self._by_id.get(entry.message.id)
+        if item is None:
+            return
+        content = entry.message.content
+        current = item.text
+        if not (entry.message.status == Status.STREAMING and current.startswith(content)):
+            item.set_text(content)
+        if entry.message.status != Status.STREAMING:
+            item.scanner = None
+            item.done_body = []
+            item.done_end = item.done_width = 0
+        item.entry = entry
+        item.dirty = True
+        if self._width and not self._is_shown():
+            item.height = item.estimate_height(self._width)
+            self._layout_stale = True
+        self._sync()
+        self.refresh_bindings()
+
+    def entry(self, message_id: int) -> ChatEntry | None:
+        """The entry for a message, its content including any text streamed in since it was handed down."""
+        item = self._by_id.get(message_id)
+        if item is None:
+            return None
+        text = item.text
+        if text != item.entry.message.content:
+            return replace(item.entry, message=replace(item.entry.message, content=text))
+        return item.entry
+
+    @property
+    def entries(self) -> list[ChatEntry]:
+        """The displayed entries, oldest first (contents as handed down)."""
+        return [item.entry for item in self._items]
+
+    # ----------------------------------------------------------------------------------------------------
+    # Layout: heights, anchors, lazy rendering
+
+    def _replace_items(self, entries: Sequence[ChatEntry]) -> None:
+        self._items = []
+        self._by_id = {}
+        for entry in entries:
+            if entry.message.id in self._by_id:
+                continue
+            item = _Item(entry)
+            if self._width:
+                item.height = item.estimate_height(self._width)
+            self._items.append(item)
+            self._by_id[item.id] = item
+        self._layout_stale = True
+        self._code_cursor = None
+
+    def _is_shown(self) -> bool:
+        """Is the widget part of what the screen displays (it and every ancestor have a display)?"""
+        if not self.is_attached:
+            return False
+        node: Widget | None = self
+        while node is not None:
+            if node.styles.display == "none":
+                return False
+            parent = node.parent
+            node = parent if isinstance(parent, Widget) else None
+        return True
+
+    def _body_width(self) -> int:
+        """Width of the message bodies: the content width less the gutter."""
+        return self.scrollable_content_region.width - 2
+
+    def _layout(self) -> None:
+        """Recompute every item's top from the heights (a prefix sum: cheap even for hundreds of messages)."""
+        top = 0
+        tops = []
+        for item in self._items:
+            item.top = top
+            tops.append(top)
+            top += item.height
+        self._tops = tops
+        self._total = top
+        self._layout_stale = False
+
+    def _item_at(self, y: int) -> _Item | None:
+        if self._layout_stale:
+            self._layout()
+        if y < 0 or y >= self._total:
+            return None
+        return self._items[bisect_right(self._tops, y) - 1]
+
+    def _anchor(self) -> tuple[_Item, int] | None:
+        """The item and row at the top of the viewport, or None when following the end."""
+        if self._follow or not self._items or not self._width:
+            return None
+        scroll_y = round(self.scroll_y)
+        item = self._item_at(scroll_y)
+        if item is None:
+            return None
+        return item, scroll_y - item.top
+
+    def _sync(self, anchor: tuple[_Item, int] | None = None) -> None:
+        """Bring what the viewport shows up to date.
+
+        Renders the streaming messages and every stale message within a viewport's height of the visible
+        region, corrects heights, then restores the scroll position: the bottom when following, otherwise the
+        row that was at the top (so heights changing above the viewport do not move its content).
+        """
+        if not self._is_shown():
+            return
+        width = self._body_width()
+        if width < 1 or not self.size.height:
+            return
+        if anchor is None:
+            anchor = self._anchor()
+        if width != self._width:
+            self._width = width
+            self._reserved_height = 0
+            for item in self._items:
+                item.height = item.estimate_height(width)
+                item.rows.clear()
+            self._layout_stale = True
+        console = self.app.console
+        changed_top: int | None = None
+        if self._layout_stale:
+            self._layout()
+        old_total = self._total
+        streamed = False
+        view_height = self.scrollable_content_region.height
+        last = self._items[-1] if self._items else None
+        # Only the end of the last message shows when following: a big one may be rendered from its end first.
+        partial_rows = view_height + 4 if anchor is None and self._follow and self._allow_partial else 0
+        for item in self._items:
+            if item.is_streaming and not item.rendered:
+                row = self._render_item(console, item, width, partial_rows if item is last else 0)
+                changed_top = item.top + row if changed_top is None else min(changed_top, item.top + row)
+                self._layout_stale = True
+                streamed = True
+        for _ in range(10):
+            if self._layout_stale:
+                self._layout()
+            if anchor is None:
+                top = self._total - view_height
+            else:
+                item, row = anchor
+                top = item.top + min(row, max(0, item.height - 1))
+            rendered_any = False
+            low, high = max(0, top - view_height), max(0, top + 2 * view_height)
+            start = max(0, bisect_right(self._tops, low) - 1)
+            for index in range(start, len(self._items)):
+                item = self._items[index]
+                if item.top >= high:
+                    break
+                if not item.rendered or item.width != width:
+                    row = self._render_item(console, item, width, partial_rows if item is last else 0)
+                    changed_top = item.top + row if changed_top is None else min(changed_top, item.top + row)
+                    rendered_any = True
+                    self._layout_stale = True
+            if not rendered_any:
+                break
+        if self._layout_stale:
+            self._layout()
+        self._apply_scroll(anchor, changed_top, max(old_total, self._total), streamed)
+
+    def _apply_scroll(
+        self, anchor: tuple[_Item, int] | None, changed_top: int | None, changed_end: int, streamed: bool
+    ) -> None:
+        """Publish the virtual size, restore the scroll position and repaint the rows that changed.
+
+        While a reply streams, the virtual height grows a quarter of the view at a time, leaving blank rows
+        below the tail: a scroll repaints the whole view and a virtual height change the whole scrollbar
+        (each costs as much as rendering the tail), so they happen every few seconds instead of every flush.
+        """
+        total = self._total
+        if streamed and total > self._reserved_height:
+            self._reserved_height = total + max(4, self.scrollable_content_region.height // 4)
+        size = Size(self.scrollable_content_region.width, max(total, self._reserved_height))
+        if size != self.virtual_size:
+            # Set without the layout pass the reactive would trigger: our height never depends on content.
+            self.set_reactive(Widget.virtual_size, size)
+            self._scroll_update(size)
+        old_scroll = round(self.scroll_y)
+        if anchor is None:
+            target = self.max_scroll_y if self._follow else min(old_scroll, self.max_scroll_y)
+        else:
+            item, row = anchor
+            target = item.top + min(row, max(0, item.height - 1))
+        self._set_scroll_y(target)
+        if round(self.scroll_y) == old_scroll and changed_top is not None:
+            view_top = round(self.scroll_y)
+            start = max(changed_top, view_top)
+            end = min(changed_end, view_top + self.size.height)
+            if start < end:
+                self.refresh_lines(start, end - start)
+
+    def _set_scroll_y(self, y: float) -> None:
+        """Move the view without it counting as a user scroll."""
+        adjusting, self._adjusting = self._adjusting, True
+        try:
+            self.scroll_target_y = y
+            self.scroll_y = y
+        finally:
+            self._adjusting = adjusting
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if self._adjusting:
+            return
+        # A user scroll: follow the end again only once they are back at the bottom.
+        self._follow = round(new_value) >= self.max_scroll_y
+        self._sync()
+        if round(new_value) == 0:
+            self._request_earlier()
+
+    def _request_earlier(self) -> None:
+        if self._has_earlier and not self._earlier_requested and self._items:
+            self._earlier_requested = True
+            self.post_message(self.LoadEarlierRequested(self, self._items[0].id))
+
+    def _request_earlier_if_unfilled(self) -> None:
+        """Earlier messages are due at once when the loaded ones do not fill the view (nothing to scroll)."""
+        if self._width and self.max_scroll_y == 0:
+            self._request_earlier()
+
+    def _flush(self) -> None:
+        """Render the streamed text that arrived since the last flush (the ≤ 10 Hz timer's callback)."""
+        self._flush_timer = None
+        self._flush_pending = False
+        self._last_flush = monotonic()
+        self._sync()
+
+    def on_show(self, event: events.Show) -> None:
+        # Whatever arrived while the tab was hidden is rendered now, once.
+        self._sync()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._sync()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles = None
+        self._style_generation += 1
+
+    # ----------------------------------------------------------------------------------------------------
+    # Rendering
+
+    def _render_item(self, console: Console, item: _Item, width: int, partial_rows: int = 0) -> int:
+        """Render an item's body and footer for `width`; return the first row whose content may have changed.
+
+        With `partial_rows`, an assistant message with much new text (a hidden tab's reply, a session just
+        opened) is rendered from the last block boundary that leaves at least that many rows, with estimated
+        blank rows above: the frame that shows its end comes at once, and the full render follows right after
+        it (`_complete_partials`).
+        """
+        message = item.entry.message
+        first_changed = 0
+        text = item.text
+        new_text = len(text) - (item.rendered_length if item.width == width else 0)
+        body: list[Strip] | None = None
+        if partial_rows and not item.is_user and new_text > PARTIAL_CHARS:
+            body = self._render_partial(console, item, width, partial_rows)
+        partial = body is not None
+        if body is not None:
+            pass
+        elif item.is_user:
+            body = _render_plain(console, text, width)
+        elif item.is_streaming:
+            old_body = item.body if item.width == width and not item.partial else []
+            body, first_changed = self._render_streaming(console, item, width)
+            # Usually only the last line or two of the tail differ: repaint from the first that does.
+            limit = min(len(body), len(old_body))
+            row = first_changed - 1
+            while row < limit and body[row] == old_body[row]:
+                row += 1
+            first_changed = row + 1
+        elif text:
+            body = _render_markdown(console, text, width)
+        else:
+            body = []
+        footer: list[Strip] = []
+        if message.status == Status.STREAMING:
+            footer = [Strip([Segment(STREAMING_MARK)], 1).adjust_cell_length(width)]
+        elif message.status == Status.INTERRUPTED:
+            footer = [Strip([Segment(INTERRUPTED_NOTE)]).adjust_cell_length(width)]
+        elif message.status == Status.ERROR:
+            error = (message.error or "The reply failed.").strip()
+            footer = _render_plain(console, f"⚠ {error} — press r to retry", width)
+        item.body = body
+        item.partial = partial
+        item.footer = footer
+        item.width = width
+        item.dirty = False
+        item.rendered_length = len(text)
+        item.height = 1 + len(body) + len(footer) + 1
+        item.rows.clear()
+        return first_changed
+
+    def _render_partial(self, console: Console, item: _Item, width: int, rows: int) -> list[Strip] | None:
+        """Render the end of an item's text (see `_render_item`); None if it cannot be split."""
+        text = item.text
+        scanner = _BlockScanner()
+        scanner.feed(text)
+        start = 0
+        for boundary in reversed(scanner.boundaries):
+            if _estimate_rows(text[boundary:], width) >= rows:
+                start = boundary
+                break
+        if start == 0:
+            return None
+        placeholder = Strip.blank(width)
+        end_lines = _render_markdown(console, text[start:], width)
+        body = [placeholder] * _estimate_rows(text[:start], width) + end_lines
+        item.scanner = None
+        item.done_body, item.done_end, item.done_width = [], 0, 0
+        item.code_start = -1
+        if not self._completion_scheduled:
+            self._completion_scheduled = True
+            self.call_after_refresh(self._complete_partials)
+        return body
+
+    def _complete_partials(self) -> None:
+        """Replace partial renders with full ones, once the frame showing them is out."""
+        self._completion_scheduled = False
+        for item in self._items:
+            if item.partial:
+                item.dirty = True
+        self._allow_partial = False
+        try:
+            self._sync()
+        finally:
+            self._allow_partial = True
+
+    def _render_streaming(self, console: Console, item: _Item, width: int) -> tuple[list[Strip], int]:
+        """Render a streaming reply: finished blocks once (kept as lines), the live tail every time."""
+        text = item.text
+        if item.scanner is None:
+            item.scanner = _BlockScanner()
+        boundary = item.scanner.feed(text)
+        if item.done_width != width:
+            item.done_body, item.done_end, item.done_width = [], 0, width
+        first_changed = 1 + len(item.done_body)
+        if boundary > item.done_end:
+            lines = _render_markdown(console, text[item.done_end : boundary], width)
+            if item.done_body and lines:
+                item.done_body.append(Strip.blank(width))
+            item.done_body.extend(lines)
+            item.done_end = boundary
+        scanner = item.scanner
+        if scanner.fence is not None and scanner.fence_start == item.done_end:
+            tail_lines = self._render_open_fence(console, item, text, width)
+        else:
+            item.code_start = -1
+            tail = text[item.done_end :]
+            tail_lines = _render_markdown(console, tail, width) if tail.strip() else []
+        body = list(item.done_body)
+        if body and tail_lines:
+            body.append(Strip.blank(width))
+        body.extend(tail_lines)
+        return body, first_changed
+
+    def _render_open_fence(self, console: Console, item: _Item, text: str, width: int) -> list[Strip]:
+        """Render a tail that is a code block still open, without re-highlighting the lines already shown.
+
+        Rich's Syntax costs about half a millisecond a line, so a long block re-rendered whole ten times a
+        second would dominate. Complete lines are rendered once, in pieces closed with the block's own
+        fence; the pieces' padding rows at the seams are dropped so they join into one block. Only the last
+        few lines are re-rendered at each flush. (Highlighting that spans a seam may differ until the
+        one-shot render at the end of the stream.)
+        """
+        scanner = item.scanner
+        assert scanner is not None and scanner.fence is not None
+        opener = text[scanner.fence_start : scanner.fence_body]
+        closer = scanner.fence + "\n"
+        if item.code_start != scanner.fence_start or item.done_width != width:
+            item.code_start, item.code_end = scanner.fence_start, scanner.fence_body
+            item.code_lines, item.code_pad = [], None
+        pending = text[item.code_end : scanner.position]
+        if pending.count("\n") >= CODE_PIECE_LINES:
+            # End the piece after its last non-blank line: the block's renderer strips trailing blank lines.
+            stripped = pending.rstrip()
+            piece_end = text.find("\n", item.code_end + len(stripped)) + 1
+            if stripped and piece_end > item.code_end:
+                lines = _render_markdown(console, opener + text[item.code_end : piece_end] + closer, width)
+                if item.code_lines:
+                    lines = lines[1:]
+                if lines:
+                    item.code_pad = lines.pop()
+                item.code_lines.extend(lines)
+                item.code_end = piece_end
+        rest = text[item.code_end :]
+        if not item.code_lines:
+            return _render_markdown(console, opener + rest, width)
+        if rest.strip():
+            rest += "" if rest.endswith("\n") else "\n"
+            return item.code_lines + _render_markdown(console, opener + rest + closer, width)[1:]
+        return item.code_lines + ([item.code_pad] if item.code_pad is not None else [])
+
+    def _get_styles(self) -> _Styles:
+        if self._styles is None:
+            get = self.get_component_rich_style
+            self._styles = _Styles(
+                base=self.rich_style,
+                user=get("message-list--user"),
+                assistant=get("message-list--assistant"),
+                selected=get("message-list--selected"),
+                error=get("message-list--error"),
+                status=get("message-list--status"),
+                meta=get("message-list--meta"),
+            )
+        return self._styles
+
+    def _compose_row(self, item: _Item, row: int, content_width: int) -> Strip:
+        """Build one displayed row of an item: gutter, then header, body or footer, in the current styles."""
+        styles = self._get_styles()
+        base = styles.base
+        if row >= item.height - 1:
+            return Strip.blank(content_width, base)
+        selected = item.id == self.selected_id
+        role = styles.user if item.is_user else styles.assistant
+        if selected:
+            under = base + Style(bgcolor=styles.selected.bgcolor)
+            gutter = Segment(GUTTER, under + Style(color=styles.selected.color))
+        else:
+            under = base
+            gutter = Segment(GUTTER, base + Style(color=role.color))
+        space = Segment(" ", under)
+        if row == 0:
+            entry = item.entry
+            name = "You" if item.is_user else "Assistant"
+            meta = ""
+            if not item.is_user and entry.message.model:
+                meta += f" · {entry.message.model}"
+            if entry.sibling_count > 1:
+                meta += f"  ‹ {entry.sibling_index}/{entry.sibling_count} ›"
+            segments = [
+                gutter,
+                space,
+                Segment(name, under + Style(color=role.color, bold=True)),
+                Segment(inert_text(meta), under + Style(color=styles.meta.color)),
+            ]
+            return Strip(segments).adjust_cell_length(content_width, under)
+        row -= 1
+        if row < len(item.body):
+            line = item.body[row]
+            style = under
+        else:
+            row -= len(item.body)
+            if row >= len(item.footer):
+                return Strip.blank(content_width, under)
+            line = item.footer[row]
+            status = item.entry.message.status
+            color = styles.error.color if status == Status.ERROR else styles.status.color
+            style = under + Style(color=color)
+        segments = [gutter, space, *Segment.apply_style(line._segments, style)]
+        return Strip(segments, 2 + line.cell_length).adjust_cell_length(content_width, under)
+
+    def render_line(self, y: int) -> Strip:
+        content_width = self.scrollable_content_region.width
+        item = self._item_at(round(self.scroll_y) + y)
+        if item is None:
+            return Strip.blank(content_width, self._get_styles().base)
+        if item.width != self._width and self._width:
+            # Painted before a sync reached it (rare): render now, let a sync settle heights after the frame.
+            # (An item that is merely dirty keeps serving its old lines until the next flush.)
+            self._render_item(self.app.console, item, self._width)
+            self._layout()
+            self.call_later(self._sync)
+        row = round(self.scroll_y) + y - item.top
+        if item.rows_generation != self._style_generation:
+            item.rows.clear()
+            item.rows_generation = self._style_generation
+        strip = item.rows.get(row)
+        if strip is None:
+            strip = item.rows[row] = self._compose_row(item, row, content_width)
+        return strip
+
+    def _refresh_item(self, item: _Item) -> None:
+        item.rows.clear()
+        if self._layout_stale:
+            self._layout()
+        self.refresh_lines(item.top, item.height)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Selection and actions
+
+    def validate_selected_id(self, value: int | None) -> int | None:
+        return value if value in self._by_id else None
+
+    def watch_selected_id(self, old_value: int | None, new_value: int | None) -> None:
+        self._code_cursor = None
+        for message_id in (old_value, new_value):
+            if message_id is not None and (item := self._by_id.get(message_id)) is not None:
+                self._refresh_item(item)
+        if new_value is not None:
+            self._scroll_into_view(self._by_id[new_value])
+        self.refresh_bindings()
+
+    def _scroll_into_view(self, item: _Item) -> None:
+        """Scroll the least distance that shows the item (its top, when it is taller than the view)."""
+        if not self._width or not self._is_shown():
+            return
+        if not item.rendered:
+            self._render_item(self.app.console, item, self._width)
+            self._layout_stale = True
+            self._sync()
+        if self._layout_stale:
+            self._layout()
+        view_height = self.scrollable_content_region.height
+        scroll_y = round(self.scroll_y)
+        top, bottom = item.top, item.top + item.height - 1  # without the separator row
+        if top < scroll_y or bottom - top > view_height:
+            target = top
+        elif bottom > scroll_y + view_height:
+            target = bottom - view_height
+        else:
+            return
+        self._set_scroll_y(target)
+        self._follow = round(self.scroll_y) >= self.max_scroll_y
+        self._sync()
+        if round(self.scroll_y) == 0:
+            self._request_earlier()
+
+    def _target(self) -> _Item | None:
+        """The message an action applies to: the selected one, else the last one."""
+        if self.selected_id is not None:
+            return self._by_id.get(self.selected_id)
+        return self._items[-1] if self._items else None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        item = self._target()
+        if action == "clear_selection":
+            return self.selected_id is not None
+        if action in ("copy", "copy_code"):
+            return item is not None
+        if action == "regenerate":
+            return (
+                item is not None
+                and not item.is_user
+                and item.entry.message.status in (Status.COMPLETE, Status.INTERRUPTED)
+            )
+        if action == "retry":
+            return item is not None and not item.is_user and item.entry.message.status == Status.ERROR
+        if action == "edit":
+            return item is not None and item.is_user
+        if action == "sibling":
+            return item is not None and item.entry.sibling_count > 1
+        return True
+
+    def action_select_previous(self) -> None:
+        if not self._items:
+            return
+        if self.selected_id is None:
+            self.selected_id = self._items[-1].id
+            return
+        index = self._items.index(self._by_id[self.selected_id])
+        if index > 0:
+            self.selected_id = self._items[index - 1].id
+        else:
+            self._scroll_into_view(self._items[0])
+            self._request_earlier()
+
+    def action_select_next(self) -> None:
+        if self.selected_id is None:
+            return
+        index = self._items.index(self._by_id[self.selected_id])
+        if index + 1 < len(self._items):
+            self.selected_id = self._items[index + 1].id
+
+    def action_select_first(self) -> None:
+        if self._items:
+            self.selected_id = self._items[0].id
+            self._set_scroll_y(0)
+            self._follow = self.max_scroll_y == 0
+            self._sync()
+            self._request_earlier()
+
+    def action_follow_end(self) -> None:
+        self.selected_id = None
+        self._follow = True
+        self._sync()
+
+    def action_clear_selection(self) -> None:
+        self.selected_id = None
+
+    def action_page_up(self) -> None:
+        self.scroll_page_up(animate=False)
+
+    def action_page_down(self) -> None:
+        self.scroll_page_down(animate=False)
+
+    def action_copy(self) -> None:
+        item = self._target()
+        if item is None:
+            return
+        text = item.text
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied message ({len(text):,} characters)")
+
+    def action_copy_code(self) -> None:
+        item = self._target()
+        if item is None:
+            return
+        blocks = code_blocks(item.text) if not item.is_user else []
+        if not blocks:
+            self.notify("No code block in this message", severity="warning")
+            return
+        index = 0
+        if self._code_cursor is not None and self._code_cursor[0] == item.id:
+            index = (self._code_cursor[1] + 1) % len(blocks)
+        self._code_cursor = (item.id, index)
+        self.app.copy_to_clipboard(blocks[index])
+        self.notify(f"Copied code block {index + 1}/{len(blocks)}")
+
+    def action_regenerate(self) -> None:
+        if (item := self._target()) is not None:
+            self.post_message(self.RegenerateRequested(self, item.id))
+
+    def action_retry(self) -> None:
+        if (item := self._target()) is not None:
+            self.post_message(self.RetryRequested(self, item.id))
+
+    def action_edit(self) -> None:
+        if (item := self._target()) is not None:
+            self.post_message(self.EditRequested(self, item.id))
+
+    def action_sibling(self, direction: int) -> None:
+        item = self._target()
+        if item is None:
+            return
+        index = item.entry.sibling_index + direction
+        if 1 <= index <= item.entry.sibling_count:
+            self.post_message(self.SiblingRequested(self, item.id, direction))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        item = self._item_at(round(self.scroll_y) + offset.y)
+        if item is not None:
+            self.selected_id = item.id
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        if round(self.scroll_y) == 0:
+            self._request_earlier()
