@@ -1,0 +1,317 @@
+"""The chat-tui app: tabs of conversations over one engine. Thin: tabs do the chatting, screens the choosing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, TabbedContent
+
+from core.config import Settings
+from core.engine import ChatEngine
+from core.errors import ChatError
+from core.export import to_markdown
+from core.models import Session
+from tui.screens.dialogs import TextPrompt
+from tui.screens.help import HelpScreen
+from tui.screens.model_picker import ModelChoice, ModelPicker
+from tui.screens.session_browser import SessionBrowser
+from tui.widgets.chat_tab import ChatTab
+
+OPEN_TABS_STATE = "open_tabs"
+THEME_STATE = "theme"
+MAX_LABEL = 22
+
+
+class ChatApp(App[None]):
+    """Opens the engine on mount, restores the tabs of the last run, and closes the engine on exit."""
+
+    CSS_PATH = ["styles/app.tcss", "styles/message_list.tcss", "styles/screens.tcss"]
+    TITLE = "chat-tui"
+    BINDINGS = [
+        Binding("ctrl+t", "new_tab", "New chat", id="app.new_tab"),
+        Binding("ctrl+w", "close_tab", "Close", id="app.close_tab"),
+        Binding("ctrl+pagedown,alt+right", "next_tab", "Next tab", show=False, id="app.next_tab"),
+        Binding("ctrl+pageup,alt+left", "previous_tab", "Previous tab", show=False, id="app.previous_tab"),
+        *(Binding(f"alt+{n}", f"goto_tab({n})", f"Tab {n}", show=False, id=f"app.goto_tab_{n}") for n in range(1, 10)),
+        Binding("ctrl+o", "sessions", "Chats", id="app.sessions"),
+        Binding("f2", "rename", "Rename", id="app.rename"),
+        Binding("f3", "choose_model", "Model", id="app.choose_model"),
+        Binding("f4", "system_prompt", "System prompt", show=False, id="app.system_prompt"),
+        Binding("f1", "help", "Keys", id="app.help"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.engine: ChatEngine | None = None
+        self._exit_stack = contextlib.AsyncExitStack()
+        self._next_tab = 1
+        self.set_keymap(settings.keys)
+        if settings.demo:
+            self.sub_title = "demo"
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        yield TabbedContent(id="tabs")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        try:
+            self.engine = await self._exit_stack.enter_async_context(ChatEngine.open(self.settings))
+        except ChatError as error:
+            self.exit(return_code=1, message=f"chat-tui: {error}")
+            return
+        store = self.engine.store
+        self.theme = await store.get_state(THEME_STATE) or self.settings.theme
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
+        state = await store.get_state(OPEN_TABS_STATE, {}) or {}
+        for session_id in state.get("sessions", []):
+            with contextlib.suppress(ChatError):
+                await self.add_tab(await store.get_session(session_id), activate=False)
+        if not self.tabs:
+            await self.add_tab()
+        index = state.get("active", 0)
+        self.activate(self.tabs[index if 0 <= index < len(self.tabs) else 0])
+        self._preload()
+
+    async def on_unmount(self) -> None:
+        await self._exit_stack.aclose()
+
+    @work(thread=True, exit_on_error=False)
+    def _preload(self) -> None:
+        # The model client costs ~0.7 s to import: pay it after the first frame, not on the first send.
+        ChatEngine.preload()
+
+    # -- tabs ------------------------------------------------------------------------------------------------
+
+    @property
+    def tabbed(self) -> TabbedContent:
+        return self.query_one("#tabs", TabbedContent)
+
+    @property
+    def tabs(self) -> list[ChatTab]:
+        return list(self.tabbed.query(ChatTab).results(ChatTab)) if self.is_mounted else []
+
+    @property
+    def active_tab(self) -> ChatTab | None:
+        pane = self.tabbed.active_pane
+        return pane if isinstance(pane, ChatTab) else None
+
+    async def add_tab(self, session: Session | None = None, *, activate: bool = True) -> ChatTab:
+        assert self.engine is not None
+        tab = ChatTab(self.engine, id=f"chat-{self._next_tab}", session=session)
+        self._next_tab += 1
+        await self.tabbed.add_pane(tab)
+        if activate:
+            self.activate(tab)
+        return tab
+
+    def activate(self, tab: ChatTab) -> None:
+        assert tab.id is not None
+        self.tabbed.active = tab.id
+        tab.unread = False
+        tab.focus_prompt()
+
+    def tab_for(self, session_id: int) -> ChatTab | None:
+        return next((t for t in self.tabs if t.session_id == session_id), None)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if isinstance(event.pane, ChatTab):
+            event.pane.unread = False
+            event.pane.refresh_status()
+            event.pane.focus_prompt()
+            self._save_tabs()
+
+    @on(ChatTab.StateChanged)
+    def _relabel(self, event: ChatTab.StateChanged) -> None:
+        tab = event.tab
+        if not tab.is_mounted:
+            return
+        title = tab.title if len(tab.title) <= MAX_LABEL else tab.title[: MAX_LABEL - 1] + "…"
+        mark = "⋯ " if tab.streaming else "● " if tab.unread else ""
+        with contextlib.suppress(Exception):  # the tab may be mid-removal
+            self.tabbed.get_tab(tab).label = mark + title
+
+    @on(ChatTab.ReplyEnded)
+    def _reply_ended(self, event: ChatTab.ReplyEnded) -> None:
+        if event.tab is not self.active_tab:
+            event.tab.unread = True
+
+    @on(ChatTab.SessionBound)
+    def _session_bound(self) -> None:
+        self._save_tabs()
+
+    def _save_tabs(self) -> None:
+        if self.engine is None:
+            return
+        tabs = self.tabs
+        sessions = [t.session_id for t in tabs if t.session_id is not None]
+        active = self.active_tab
+        index = sessions.index(active.session_id) if active and active.session_id in sessions else 0
+        self._write_state(OPEN_TABS_STATE, {"sessions": sessions, "active": index})
+
+    @work(group="state", exit_on_error=False)
+    async def _write_state(self, key: str, value: object) -> None:
+        assert self.engine is not None
+        await self.engine.store.set_state(key, value)
+
+    def _remember_theme(self, theme: object) -> None:
+        self._write_state(THEME_STATE, self.theme)
+
+    async def open_session(self, session_id: int, message_id: int | None = None) -> None:
+        """Focus the tab already showing the session, or open it in a new tab; at ``message_id``'s branch."""
+        assert self.engine is not None
+        tab = self.tab_for(session_id)
+        if tab is None:
+            tab = await self.add_tab(await self.engine.store.get_session(session_id))
+        else:
+            self.activate(tab)
+        if message_id is not None:
+            leaf = await self.engine.store.newest_leaf_under(message_id)
+            await tab.load(session_id, leaf, select=message_id)
+
+    # -- actions: one line each where they can be ----------------------------------------------------------------
+
+    async def action_new_tab(self) -> None:
+        await self.add_tab()
+
+    async def action_close_tab(self) -> None:
+        tab = self.active_tab
+        if tab is None:
+            return
+        # Removing the pane cancels its stream worker; the engine saves the partial reply as interrupted.
+        await self.tabbed.remove_pane(tab.id or "")
+        if not self.tabs:
+            await self.add_tab()
+        elif self.active_tab:
+            self.activate(self.active_tab)
+        self._save_tabs()
+
+    def _cycle(self, step: int) -> None:
+        tabs, active = self.tabs, self.active_tab
+        if tabs and active in tabs:
+            self.activate(tabs[(tabs.index(active) + step) % len(tabs)])
+
+    def action_next_tab(self) -> None:
+        self._cycle(1)
+
+    def action_previous_tab(self) -> None:
+        self._cycle(-1)
+
+    def action_goto_tab(self, number: int) -> None:
+        tabs = self.tabs
+        if 0 < number <= len(tabs):
+            self.activate(tabs[number - 1])
+
+    async def _session_of_active(self) -> Session | None:
+        """The active tab's session, made now if the tab has none yet (a rename or model choice before sending)."""
+        tab = self.active_tab
+        if tab is None or self.engine is None:
+            return None
+        if tab.session is None:
+            tab.set_session(await self.engine.store.create_session(profile=self.settings.default_profile))
+            self._save_tabs()
+        return tab.session
+
+    @work(exclusive=True, group="dialog")
+    async def action_rename(self) -> None:
+        session = await self._session_of_active()
+        if session is None or self.engine is None:
+            return
+        title = await self.push_screen_wait(TextPrompt("Rename chat", session.title or ""))
+        if title and title.strip():
+            self._session_changed(await self.engine.store.update_session(session.id, title=title.strip()))
+
+    @work(exclusive=True, group="dialog")
+    async def action_system_prompt(self) -> None:
+        session = await self._session_of_active()
+        if session is None or self.engine is None:
+            return
+        dialog = TextPrompt("System prompt for this chat", session.system_prompt or "", multiline=True)
+        text = await self.push_screen_wait(dialog)
+        if text is not None:
+            updated = await self.engine.store.update_session(session.id, system_prompt=text.strip() or None)
+            self._session_changed(updated)
+            self.notify("System prompt saved." if text.strip() else "System prompt cleared.")
+
+    @work(exclusive=True, group="dialog")
+    async def action_choose_model(self) -> None:
+        session = await self._session_of_active()
+        if session is None or self.engine is None:
+            return
+        profile = await self.engine.profile_for(session.id)
+        current = ModelChoice(profile.name, session.model)
+        choice = await self.push_screen_wait(ModelPicker(self.engine, current=current))
+        if choice is not None:
+            updated = await self.engine.store.update_session(session.id, profile=choice.profile, model=choice.model)
+            self._session_changed(updated)
+
+    def _session_changed(self, session: Session) -> None:
+        tab = self.tab_for(session.id)
+        if tab is not None:
+            tab.set_session(session)
+
+    @work(exclusive=True, group="dialog")
+    async def action_sessions(self) -> None:
+        assert self.engine is not None
+        open_ids = {t.session_id for t in self.tabs if t.session_id is not None}
+        choice = await self.push_screen_wait(SessionBrowser(self.engine.store, open_ids=open_ids))
+        if choice is not None:
+            await self.open_session(choice.session_id, choice.message_id)
+
+    @on(SessionBrowser.SessionRenamed)
+    def _renamed(self, event: SessionBrowser.SessionRenamed) -> None:
+        tab = self.tab_for(event.session_id)
+        if tab is not None and tab.session is not None:
+            tab.set_session(replace(tab.session, title=event.title))
+
+    @on(SessionBrowser.SessionDeleted)
+    async def _deleted(self, event: SessionBrowser.SessionDeleted) -> None:
+        # Closing the tab cancels its stream before anything else could write into the deleted session.
+        tab = self.tab_for(event.session_id)
+        if tab is not None:
+            await self.tabbed.remove_pane(tab.id or "")
+            if not self.tabs:
+                await self.add_tab()
+            self._save_tabs()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.settings.keys))
+
+    async def action_export(self) -> None:
+        session = await self._session_of_active()
+        tab = self.active_tab
+        if session is None or tab is None or self.engine is None or tab.leaf_id is None:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        messages = await self.engine.store.path(tab.leaf_id)
+        target = Path.cwd() / f"chat-{session.id}.md"
+        target.write_text(to_markdown(session, messages), encoding="utf-8")
+        self.notify(f"Exported to {target}")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New chat", "Open a new chat tab (ctrl+t)", self.action_new_tab)
+        yield SystemCommand("Close tab", "Close this tab (a streaming reply is kept)", self.action_close_tab)
+        yield SystemCommand("Next tab", "Go to the next tab", self.action_next_tab)
+        yield SystemCommand("Previous tab", "Go to the previous tab", self.action_previous_tab)
+        yield SystemCommand("Chats", "Browse and search past conversations (ctrl+o)", self.action_sessions)
+        yield SystemCommand("Rename chat", "Rename this conversation (F2)", self.action_rename)
+        yield SystemCommand("Choose model", "Pick the model profile for this chat (F3)", self.action_choose_model)
+        yield SystemCommand("System prompt", "Set this chat's system prompt (F4)", self.action_system_prompt)
+        yield SystemCommand("Export chat", "Save this branch as Markdown in the current folder", self.action_export)
+        yield SystemCommand("Stop reply", "Stop the reply streaming in this tab (Esc)", self._cancel_active)
+        yield SystemCommand("Key bindings", "List every key binding (F1)", self.action_help)
+
+    def _cancel_active(self) -> None:
+        if self.active_tab is not None:
+            self.active_tab.action_cancel_reply()

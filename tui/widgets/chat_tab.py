@@ -1,0 +1,348 @@
+"""One chat tab: bound to one session, owns its reply stream, shows its branch of the conversation.
+
+The stream runs as an async worker of this tab; the reply itself lives in a task of the engine, so switching tabs
+(which only hides the pane) changes nothing, and closing the tab cancels the worker, which interrupts the reply
+and has the engine save its partial text. Every stream captures its session and message ids when it starts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message as TextualMessage
+from textual.reactive import reactive
+from textual.widgets import Static, TabPane
+
+from core.config import Profile
+from core.engine import ChatEngine, ReplyDelta, ReplyFailed, ReplyFinished, ReplyUsage, Turn
+from core.errors import ChatError
+from core.models import Message, Session
+from tui.widgets.message_list import ChatEntry, MessageList
+from tui.widgets.prompt_input import PromptInput
+
+PAGE = 100
+"""Messages loaded at a time: the newest first, earlier ones when the user scrolls to the top."""
+
+
+@dataclass
+class TurnStats:
+    """What the status line shows about the latest reply of a tab."""
+
+    started: float = 0.0
+    first_token: float | None = None
+    finished: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    chunks: int = 0
+
+    def describe(self) -> str:
+        parts = []
+        if self.prompt_tokens is not None or self.completion_tokens is not None:
+            parts.append(f"↑{self.prompt_tokens or 0} ↓{self.completion_tokens or 0} tokens")
+        if self.first_token is not None:
+            parts.append(f"first token {self.first_token - self.started:.2f} s")
+            end = self.finished or time.monotonic()
+            tokens = self.completion_tokens or self.chunks
+            if end > self.first_token and tokens:
+                parts.append(f"{tokens / (end - self.first_token):.0f} tok/s")
+        return " · ".join(parts)
+
+
+class ChatTab(TabPane):
+    """A tab pane holding one conversation: messages, prompt and status line."""
+
+    BINDINGS = [
+        Binding("escape", "cancel_reply", "Stop reply", id="tab.cancel_reply"),
+    ]
+
+    streaming: reactive[bool] = reactive(False)
+    """A reply is streaming in this tab."""
+    unread: reactive[bool] = reactive(False)
+    """A reply finished while the tab was hidden."""
+    title: reactive[str] = reactive("New chat")
+
+    class StateChanged(TextualMessage):
+        """Title, streaming or unread changed: the app relabels the tab."""
+
+        def __init__(self, tab: ChatTab) -> None:
+            super().__init__()
+            self.tab = tab
+
+    class SessionBound(TextualMessage):
+        """The tab got (or changed) its session: the app saves the open tabs."""
+
+        def __init__(self, tab: ChatTab) -> None:
+            super().__init__()
+            self.tab = tab
+
+    class ReplyEnded(TextualMessage):
+        def __init__(self, tab: ChatTab, message: Message) -> None:
+            super().__init__()
+            self.tab = tab
+            self.message = message
+
+    def __init__(self, engine: ChatEngine, *, id: str, session: Session | None = None) -> None:
+        super().__init__(session.display_title if session else "New chat", id=id)
+        self.engine = engine
+        self.session = session
+        self.leaf_id: int | None = None
+        self.turn: Turn | None = None
+        self._live_text: list[str] = []
+        self.stats = TurnStats()
+        self.set_reactive(ChatTab.title, session.display_title if session else "New chat")
+
+    @property
+    def session_id(self) -> int | None:
+        return self.session.id if self.session else None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="chat-body"):
+            yield Static("Ask anything. Enter sends · ctrl+j adds a line · F1 lists every key.", classes="empty-hint")
+            yield MessageList()
+            yield Static("", classes="banner")
+            yield PromptInput(placeholder="Message… (Enter to send, ctrl+j for a new line)")
+            yield Static("", classes="status-line")
+
+    async def on_mount(self) -> None:
+        if self.session is not None:
+            await self.load(self.session.id)
+        else:
+            self._set_empty(True)
+        try:
+            (await self._profile()).resolve_key(self.engine.settings.environ)
+        except ChatError as error:
+            self.show_banner(str(error))
+        self.refresh_status()
+
+    async def _profile(self) -> Profile:
+        if self.session is None:
+            return self.engine.settings.profile()
+        return await self.engine.profile_for(self.session.id)
+
+    # -- reactive → CSS and labels --------------------------------------------------------------------------
+
+    def watch_streaming(self, streaming: bool) -> None:
+        self.set_class(streaming, "-streaming")
+        self.post_message(self.StateChanged(self))
+
+    def watch_unread(self) -> None:
+        self.post_message(self.StateChanged(self))
+
+    def watch_title(self) -> None:
+        self.post_message(self.StateChanged(self))
+
+    def _set_empty(self, empty: bool) -> None:
+        self.set_class(empty, "-empty")
+
+    def show_banner(self, text: str) -> None:
+        """A plain-words problem with what to do (missing key, bad profile) above the prompt."""
+        self.query_one(".banner", Static).update(text)
+        self.set_class(bool(text), "-banner")
+
+    def focus_prompt(self) -> None:
+        self.query_one(PromptInput).focus()
+
+    # -- loading ---------------------------------------------------------------------------------------------
+
+    async def _entries(self, messages: list[Message]) -> list[ChatEntry]:
+        counts = await self.engine.store.sibling_counts(m.id for m in messages)
+        live_id = self.turn.reply.id if self.turn and not self.turn.done else None
+        entries = []
+        for message in messages:
+            if message.id == live_id:  # the flushed row may be behind the text this tab holds in memory
+                message = replace(message, content="".join(self._live_text))
+            index, count = counts.get(message.id, (1, 1))
+            entries.append(ChatEntry(message, index, count))
+        return entries
+
+    async def load(self, session_id: int, leaf_id: int | None = None, *, select: int | None = None) -> None:
+        """Show the session's branch ending at ``leaf_id`` (default: its newest message), newest page first."""
+        store = self.engine.store
+        self.session = await store.get_session(session_id)
+        self.title = self.session.display_title
+        self.leaf_id = leaf_id if leaf_id is not None else await store.latest_leaf(session_id)
+        messages = await store.path(self.leaf_id, limit=PAGE) if self.leaf_id is not None else []
+        message_list = self.query_one(MessageList)
+        message_list.set_entries(await self._entries(messages), has_earlier=bool(messages and messages[0].parent_id))
+        if select is not None:
+            message_list.selected_id = select
+        self._set_empty(not messages)
+        self.refresh_status()
+        self.post_message(self.SessionBound(self))
+
+    @on(MessageList.LoadEarlierRequested)
+    async def _load_earlier(self, event: MessageList.LoadEarlierRequested) -> None:
+        first = await self.engine.store.get_message(event.message_id)
+        if first.parent_id is None:
+            return
+        messages = await self.engine.store.path(first.parent_id, limit=PAGE)
+        self.query_one(MessageList).prepend_entries(
+            await self._entries(messages), has_earlier=bool(messages and messages[0].parent_id)
+        )
+
+    # -- sending ---------------------------------------------------------------------------------------------
+
+    def _refuse_while_streaming(self) -> bool:
+        if self.turn is not None and not self.turn.done:
+            self.notify("A reply is still streaming in this tab: press Esc to stop it first.", severity="warning")
+            return True
+        return False
+
+    @on(PromptInput.Submitted)
+    async def _submitted(self, event: PromptInput.Submitted) -> None:
+        event.stop()
+        if self._refuse_while_streaming():
+            return
+        if await self.send(event.text):
+            event.prompt.accept()
+
+    async def send(self, text: str) -> bool:
+        """Send ``text`` after the displayed branch. False when it could not be sent (the banner says why)."""
+        try:
+            if self.session is None:
+                profile = self.engine.settings.default_profile
+                self.session = await self.engine.store.create_session(profile=profile)
+                self.post_message(self.SessionBound(self))
+            turn = await self.engine.send(self.session.id, text, parent_id=self.leaf_id)
+        except ChatError as error:
+            self.show_banner(str(error))
+            return False
+        self.show_banner("")
+        message_list = self.query_one(MessageList)
+        assert turn.user is not None
+        message_list.append_entry(ChatEntry(turn.user))
+        message_list.append_entry(ChatEntry(turn.reply))
+        self._set_empty(False)
+        if self.title == "New chat":
+            self.title = (await self.engine.store.get_session(self.session.id)).display_title
+        self._start(turn)
+        return True
+
+    async def _start_branch(self, turn: Turn) -> None:
+        """A regenerated or edited reply lives on a new branch: show that branch, then stream into it."""
+        self._start(turn)
+        await self.load(turn.session_id, turn.reply.id)
+
+    def _start(self, turn: Turn) -> None:
+        self.turn = turn
+        self.leaf_id = turn.reply.id
+        self._live_text = []
+        self.stats = TurnStats(started=time.monotonic())
+        self.streaming = True
+        self._stream(turn)
+
+    @work(group="stream", exit_on_error=False)
+    async def _stream(self, turn: Turn) -> None:
+        # Ids captured now: nothing below looks at which tab is active.
+        reply_id = turn.reply.id
+        message_list = self.query_one(MessageList)
+        status_timer = self.set_interval(0.5, self.refresh_status)
+        try:
+            async for event in turn:
+                if isinstance(event, ReplyDelta):
+                    if self.stats.first_token is None:
+                        self.stats.first_token = time.monotonic()
+                    self.stats.chunks += 1
+                    self._live_text.append(event.text)
+                    message_list.append_text(reply_id, event.text)
+                elif isinstance(event, ReplyUsage):
+                    self.stats.prompt_tokens = event.prompt_tokens
+                    self.stats.completion_tokens = event.completion_tokens
+                elif isinstance(event, ReplyFinished | ReplyFailed):
+                    self._finish(event.message)
+        finally:
+            status_timer.stop()
+
+    def _finish(self, message: Message) -> None:
+        self.stats.finished = time.monotonic()
+        message_list = self.query_one(MessageList)
+        entry = message_list.entry(message.id)
+        if entry is not None:
+            message_list.update_entry(replace(entry, message=message))
+        self.streaming = False
+        self.refresh_status()
+        self.post_message(self.ReplyEnded(self, message))
+
+    def action_cancel_reply(self) -> None:
+        if self.turn is not None and not self.turn.done:
+            self.turn.cancel()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_reply":
+            return self.streaming
+        return True
+
+    # -- branches --------------------------------------------------------------------------------------------
+
+    async def _branch_action(self, message_id: int, *, regenerate: bool, text: str | None = None) -> None:
+        if self._refuse_while_streaming():
+            return
+        try:
+            if regenerate:
+                turn = await self.engine.regenerate(message_id)
+            else:
+                assert text is not None
+                turn = await self.engine.edit(message_id, text)
+        except ChatError as error:
+            self.show_banner(str(error))
+            return
+        await self._start_branch(turn)
+
+    @on(MessageList.RegenerateRequested)
+    async def _regenerate(self, event: MessageList.RegenerateRequested) -> None:
+        await self._branch_action(event.message_id, regenerate=True)
+
+    @on(MessageList.RetryRequested)
+    async def _retry(self, event: MessageList.RetryRequested) -> None:
+        await self._branch_action(event.message_id, regenerate=True)
+
+    @on(MessageList.EditRequested)
+    def _edit(self, event: MessageList.EditRequested) -> None:
+        from tui.screens.dialogs import TextPrompt
+
+        entry = self.query_one(MessageList).entry(event.message_id)
+        if entry is None:
+            return
+
+        async def resend(text: str | None) -> None:
+            if text and text.strip() and text != entry.message.content:
+                await self._branch_action(event.message_id, regenerate=False, text=text)
+
+        self.app.push_screen(TextPrompt("Edit and resend", entry.message.content, multiline=True), resend)
+
+    @on(MessageList.SiblingRequested)
+    async def _sibling(self, event: MessageList.SiblingRequested) -> None:
+        store = self.engine.store
+        siblings = await store.siblings(event.message_id)
+        position = siblings.index(event.message_id) + event.direction
+        if self.session is None or not 0 <= position < len(siblings):
+            return
+        leaf = await store.newest_leaf_under(siblings[position])
+        await self.load(self.session.id, leaf, select=siblings[position])
+
+    # -- status ----------------------------------------------------------------------------------------------
+
+    def refresh_status(self) -> None:
+        if not self.is_mounted or not self.display:  # a hidden tab is brought up to date when shown
+            return
+        settings = self.engine.settings
+        name = self.session.profile if self.session and self.session.profile in settings.profiles else None
+        profile = settings.profile(name)
+        model = self.session.model if self.session and self.session.model else profile.model
+        parts = [f"{profile.name} · {model}"]
+        if self.stats.started:
+            parts.append(self.stats.describe())
+        if self.streaming:
+            parts.append("streaming… (Esc stops)")
+        self.query_one(".status-line", Static).update(" │ ".join(p for p in parts if p))
+
+    def set_session(self, session: Session) -> None:
+        """Session data changed elsewhere (rename, model, system prompt)."""
+        self.session = session
+        self.title = session.display_title
+        self.refresh_status()

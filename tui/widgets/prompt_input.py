@@ -1,0 +1,82 @@
+"""The multi-line prompt: Enter sends; shift/ctrl/alt+Enter or ctrl+J insert a newline; pastes never send."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import TextArea
+
+# Terminals without the kitty keyboard protocol report shift/ctrl+Enter as plain Enter: ctrl+J is the fallback.
+NEWLINE_KEYS = frozenset({"shift+enter", "ctrl+enter", "alt+enter", "ctrl+j"})
+
+
+class PromptInput(TextArea):
+    """Where the user types. Posts ``PromptInput.Submitted``; the text stays until the tab accepts it."""
+
+    BINDINGS = [
+        Binding("up", "history(-1)", "Previous prompt", show=False, id="prompt.history_previous"),
+        Binding("down", "history(1)", "Next prompt", show=False, id="prompt.history_next"),
+    ]
+
+    @dataclass
+    class Submitted(Message):
+        prompt: PromptInput
+        text: str
+        """The prompt, stripped of surrounding blank lines."""
+
+        @property
+        def control(self) -> PromptInput:
+            return self.prompt
+
+    def __init__(self, *, placeholder: str = "", id: str | None = None) -> None:
+        super().__init__(
+            id=id,
+            soft_wrap=True,
+            show_line_numbers=False,
+            tab_behavior="focus",
+            compact=True,
+            placeholder=placeholder,
+        )
+        self._history: list[str] = []
+        self._history_index = 0
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.submit()
+        elif event.key in NEWLINE_KEYS:
+            event.stop()
+            event.prevent_default()
+            self.insert("\n")
+        else:
+            await super()._on_key(event)
+
+    def submit(self) -> None:
+        text = self.text.strip("\n")
+        if text.strip():
+            self.post_message(self.Submitted(self, text))
+
+    def accept(self) -> None:
+        """The tab took the prompt: remember it for ↑ and clear the box."""
+        if not self._history or self._history[-1] != self.text:
+            self._history.append(self.text)
+        self._history_index = len(self._history)
+        self.clear()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # ↑/↓ walk the prompt history only from the first/last line, so they still move the cursor otherwise.
+        if action == "history":
+            row = self.cursor_location[0]
+            return (parameters[0] == -1 and row == 0) or (parameters[0] == 1 and row == self.document.line_count - 1)
+        return True
+
+    def action_history(self, step: int) -> None:
+        if not self._history:
+            return
+        self._history_index = max(0, min(len(self._history), self._history_index + step))
+        self.load_text(self._history[self._history_index] if self._history_index < len(self._history) else "")
+        self.move_cursor(self.document.end)
