@@ -294,13 +294,12 @@ class ChatEngine:
 
     async def close(self) -> None:
         """Cancel live replies (saved as interrupted), wait for their last writes, close the database."""
-        for turn in list(self._turns):
-            turn.cancel()
-        for turn in list(self._turns):
-            await turn.wait()
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
         try:
+            turns = list(self._turns)
+            for turn in turns:
+                turn.cancel()
+            # shield: cancelling whoever closes us must not cut the last writes short.
+            await asyncio.shield(asyncio.gather(*(t._task for t in turns), *self._pending, return_exceptions=True))
             for model in self._models.values():
                 client = getattr(model, "http_async_client", None)
                 if client is not None:
