@@ -175,6 +175,8 @@ def load_settings(
         if not isinstance(table, dict):
             raise ConfigError(f"{config_path}: profiles.{name} must be a table.")
         profiles[name] = _profile_from_table(name, table, profiles.get(name))
+    if env.get("OPENAI_BASE_URL"):  # the environment outranks the file's [profiles.default] too
+        profiles[DEFAULT_PROFILE] = replace(profiles[DEFAULT_PROFILE], base_url=env["OPENAI_BASE_URL"])
 
     if demo:
         chosen = DEMO_PROFILE

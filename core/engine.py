@@ -12,7 +12,7 @@ import asyncio
 import gc
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -153,28 +153,39 @@ class Turn:
                         last_flush = time.monotonic()
             if not finished:
                 raise StreamBroken("The reply ended before the server finished it; the partial reply was kept.")
-            message = await store.finish_reply(
+            finish = store.finish_reply(
                 reply_id,
                 "".join(parts),
                 Status.COMPLETE,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
             )
+            message = await self._save(finish)
             self._events.put_nowait(ReplyFinished(message))
             return message
         except asyncio.CancelledError:
-            # Saving must outlive the cancellation that brought us here (tab closed, Esc, app quit).
             finish = store.finish_reply(reply_id, "".join(parts), Status.INTERRUPTED, **_usage_kwargs(usage))
-            message = await asyncio.shield(self._engine.track(finish))
+            message = await self._save(finish)
             self._events.put_nowait(ReplyFinished(message))
             return message
         except Exception as exc:  # noqa: BLE001 - every failure becomes a saved error row and one event
             error = exc if isinstance(exc, ChatError) else provider_error(exc, self.profile)
-            message = await store.finish_reply(
-                reply_id, "".join(parts), Status.ERROR, error=str(error), **_usage_kwargs(usage)
-            )
+            text = "".join(parts)
+            finish = store.finish_reply(reply_id, text, Status.ERROR, error=str(error), **_usage_kwargs(usage))
+            message = await self._save(finish)
             self._events.put_nowait(ReplyFailed(message, error))
             return message
+
+    async def _save(self, finish: Coroutine[Any, Any, Message]) -> Message:
+        """Write the reply's last state even if cancelled meanwhile (tab closed, Esc pressed twice, app quit):
+        a cancel escaping from here would leave no final event, a ``wait()`` that raises and a stale row."""
+        saving = self._engine.track(finish)
+        while not saving.done():
+            try:
+                await asyncio.shield(saving)
+            except asyncio.CancelledError:
+                continue
+        return saving.result()
 
 
 def _usage_kwargs(usage: ReplyUsage) -> dict[str, int | None]:
@@ -266,6 +277,9 @@ def openai_chat_model(profile: Profile, api_key: str) -> BaseChatModel:
         # Its own connection pool, closed by ChatEngine.close(): langchain-openai's default pool is shared by the
         # whole process and bound to the first event loop that used it (a later loop gets RuntimeError).
         http_async_client=openai.DefaultAsyncHttpxClient(),
+        # Off: it wraps each chunk in asyncio.wait_for, which on Python 3.11 swallows a cancel that lands as a chunk
+        # arrives (the reply then streams on to the end). `timeout` above already bounds each read.
+        stream_chunk_timeout=None,
     )
 
 

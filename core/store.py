@@ -264,8 +264,9 @@ class Store:
 
     async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         try:
-            async with self._reader.execute(sql, tuple(params)) as cursor:
-                return list(await cursor.fetchall())
+            # Execute and fetch in one call on the connection's thread: a query left half-read while another task
+            # starts one would keep the read transaction open, and later reads would see an old snapshot.
+            return list(await self._reader.execute_fetchall(sql, tuple(params)))
         except sqlite3.Error as exc:
             raise _translate(exc, self.file) from exc
 
@@ -619,7 +620,7 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path) -> None:
             )
         if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
             raise DatabaseCorrupt(f"{path} is a SQLite database of another program; chat-tui left it untouched.")
-        await db.execute("PRAGMA journal_mode = WAL")
+        await _enable_wal(db)
         await db.execute("PRAGMA synchronous = NORMAL")
         await db.execute("PRAGMA foreign_keys = ON")
         if version < SCHEMA_VERSION:
@@ -627,6 +628,20 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path) -> None:
         await db.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
         raise _translate(exc, path) from exc
+
+
+async def _enable_wal(db: aiosqlite.Connection) -> None:
+    """Switch a new file to WAL. Openers racing for that switch get "database is locked" at once, without
+    busy_timeout (SQLite refuses to wait where waiting could deadlock): retry them for as long as it would wait."""
+    for _ in range(BUSY_TIMEOUT_MS // 10):
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+        await asyncio.sleep(0.01)
+    await db.execute("PRAGMA journal_mode = WAL")
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:

@@ -1,0 +1,57 @@
+"""Helpers shared by the core tests; ``child.py`` beside this file is the script the multi-process tests run."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import sqlite3
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from core.config import DEMO_PROFILE, Profile, Settings
+from core.server import reply_text, reply_tokens, strip_directives
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = Path(__file__).with_name("child.py")
+
+
+def reply_for(prompt: str, tokens: int = 120) -> str:
+    """What the local server streams for a user message (directives and all) and a token count."""
+    return reply_text(strip_directives(prompt), tokens)
+
+
+def pieces_for(prompt: str, tokens: int = 120) -> list[str]:
+    return reply_tokens(strip_directives(prompt), tokens)
+
+
+def demo_variant(settings: Settings, name: str, **changes: Any) -> Settings:
+    """``settings`` plus a profile ``name``: the demo profile (same server) with ``changes``."""
+    profile = replace(settings.profiles[DEMO_PROFILE], name=name, **changes)
+    return with_profiles(settings, profile)
+
+
+def with_profiles(settings: Settings, *profiles: Profile) -> Settings:
+    return replace(settings, profiles={**settings.profiles, **{p.name: p for p in profiles}})
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read a database file with the plain sqlite3 module, read-only, as another program would."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=15)) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def integrity(path: Path) -> str:
+    return query(path, "PRAGMA integrity_check")[0][0]
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,101 @@
+"""The store as a LangChain chat history, driven by RunnableWithMessageHistory and ChatOpenAI over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+from langchain_core._api import LangChainDeprecationWarning
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables.history import RunnableWithMessageHistory
+from langchain_openai import ChatOpenAI
+
+from core.history import SQLiteChatMessageHistory
+from core.server import LocalServer, reply_text
+from core.store import Store
+
+
+@pytest.fixture
+async def llm(server: LocalServer) -> AsyncIterator[ChatOpenAI]:
+    # Our own connection pool, closed here: langchain-openai's shared default pool outlives the test's event loop.
+    async with openai.DefaultAsyncHttpxClient() as http:
+        yield ChatOpenAI(
+            model="demo", base_url=server.url, api_key="x", max_retries=0, timeout=10, http_async_client=http
+        )
+
+
+async def test_twenty_sessions_at_once_each_keep_their_own_turns(
+    store: Store, server: LocalServer, llm: ChatOpenAI
+) -> None:
+    server.options.tokens = 12
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "You remember."), MessagesPlaceholder("history"), ("human", "{question}")]
+    )
+
+    def history_for(session_id: str) -> SQLiteChatMessageHistory:
+        return SQLiteChatMessageHistory(store, session_id)
+
+    # Deprecated in langchain-core 1.x (removal in 2.0) but still the documented way; this is the only warning.
+    with pytest.warns(LangChainDeprecationWarning, match="RunnableWithMessageHistory is deprecated"):
+        chain = RunnableWithMessageHistory(
+            prompt | llm, history_for, input_messages_key="question", history_messages_key="history"
+        )
+
+    async def two_turns(session_id: str) -> list[str]:
+        config = {"configurable": {"session_id": session_id}}
+        first = await chain.ainvoke({"question": f"{session_id} asks first"}, config=config)
+        second = await chain.ainvoke({"question": f"{session_id} asks again"}, config=config)
+        return [first.content, second.content]
+
+    ids = [f"user-{n:02}" for n in range(20)]
+    answers = await asyncio.gather(*(two_turns(session_id) for session_id in ids))
+
+    for session_id, answer in zip(ids, answers, strict=True):
+        first, second = reply_text(f"{session_id} asks first", 12), reply_text(f"{session_id} asks again", 12)
+        assert answer == [first, second]
+        assert await history_for(session_id).aget_messages() == [
+            HumanMessage(f"{session_id} asks first"),
+            AIMessage(first),
+            HumanMessage(f"{session_id} asks again"),
+            AIMessage(second),
+        ]
+        request = next(r for r in server.requests if r.prompt == f"{session_id} asks again")
+        assert [(m["role"], m["content"]) for m in request.messages] == [
+            ("system", "You remember."),
+            ("user", f"{session_id} asks first"),
+            ("assistant", first),
+            ("user", f"{session_id} asks again"),
+        ]
+    assert sorted(s.title for s in await store.list_sessions(limit=100)) == ids
+
+
+async def test_a_history_by_session_id_appends_under_the_newest_message(store: Store) -> None:
+    session = await store.create_session("mine")
+    history = SQLiteChatMessageHistory(store, session.id)
+    await history.aadd_messages([HumanMessage("one"), AIMessage("two")])
+    await history.aadd_messages([HumanMessage("three")])
+
+    assert [m.content for m in await history.aget_messages()] == ["one", "two", "three"]
+    leaf = await store.latest_leaf(session.id)
+    assert [m.content for m in await store.path(leaf)] == ["one", "two", "three"]
+    assert [s.id for s in await store.list_sessions()] == [session.id]  # no extra session for an integer id
+
+    await history.aclear()
+    assert await history.aget_messages() == []
+    assert (await store.get_session(session.id)).title == "mine"
+
+
+async def test_the_history_refuses_what_it_cannot_keep(store: Store) -> None:
+    history = SQLiteChatMessageHistory(store, "strict")
+    with pytest.raises(ValueError, match="system"):
+        await history.aadd_messages([SystemMessage("not a turn")])
+    with pytest.raises(NotImplementedError, match="async-only"):
+        _ = history.messages
+    with pytest.raises(NotImplementedError, match="async-only"):
+        history.add_messages([HumanMessage("sync")])
+    with pytest.raises(NotImplementedError, match="async-only"):
+        history.clear()
+    assert await history.aget_messages() == []
