@@ -31,6 +31,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 
 from core.models import Message, Role, Status
+from core.text import inert
 
 __all__ = ["ChatEntry", "MessageList"]
 
@@ -46,11 +47,6 @@ GUTTER = "▌"
 STREAMING_MARK = "▍"
 INTERRUPTED_NOTE = "⏸ interrupted — partial reply kept"
 
-# C0 controls (but \t and \n), DEL and C1 would reach the terminal as escape sequences: show them as symbols.
-_INERT_TABLE: dict[int, str] = {code: chr(0x2400 + code) for code in range(0x20) if code not in (0x09, 0x0A)}
-_INERT_TABLE[0x7F] = "\u2421"
-_INERT_TABLE.update({code: "\ufffd" for code in range(0x80, 0xA0)})
-
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
 
@@ -60,7 +56,7 @@ def inert_text(text: str) -> str:
 
     Model output is untrusted: an ESC in a reply must be shown, never sent to the terminal.
     """
-    return text.replace("\r\n", "\n").translate(_INERT_TABLE).expandtabs(4)
+    return inert(text.replace("\r\n", "\n")).expandtabs(4)
 
 
 class _Markdown(Markdown):
