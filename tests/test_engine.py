@@ -323,7 +323,7 @@ async def test_each_fault_is_saved_as_an_error_while_a_healthy_session_streams_o
     async with ChatEngine.open(faulty) as engine:
         healthy_session = await engine.store.create_session()
         faulty_session = await engine.store.create_session(profile="faulty")
-        healthy_prompt = "healthy [[tps=100 tokens=60]]"
+        healthy_prompt = "healthy [[tps=200 tokens=60]]"
         prompt = f"unlucky {directive}"
 
         healthy = await engine.send(healthy_session.id, healthy_prompt, parent_id=None)

@@ -14,6 +14,7 @@ from langchain_core.runnables.history import RunnableWithMessageHistory
 from langchain_openai import ChatOpenAI
 
 from core.history import SQLiteChatMessageHistory
+from core.models import Status
 from core.server import LocalServer, reply_text
 from core.store import Store
 
@@ -86,6 +87,16 @@ async def test_a_history_by_session_id_appends_under_the_newest_message(store: S
     await history.aclear()
     assert await history.aget_messages() == []
     assert (await store.get_session(session.id)).title == "mine"
+
+
+async def test_failed_replies_are_left_out_of_the_history(store: Store) -> None:
+    history = SQLiteChatMessageHistory(store, "with a failure")
+    await history.aadd_messages([HumanMessage("first"), AIMessage("answer")])
+    session_id = (await store.session_for_key("with a failure")).id
+    _, failed = await store.start_turn(session_id, await store.latest_leaf(session_id), "second", "demo")
+    await store.finish_reply(failed.id, "half", Status.ERROR, error="The server failed (500).")
+
+    assert await history.aget_messages() == [HumanMessage("first"), AIMessage("answer"), HumanMessage("second")]
 
 
 async def test_the_history_refuses_what_it_cannot_keep(store: Store) -> None:
