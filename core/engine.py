@@ -90,7 +90,6 @@ class Turn:
         self.profile = profile
         self._engine = engine
         self._events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
-        self._cancel_requested = False
         self._task = asyncio.create_task(self._run(request), name=f"chat-tui reply {reply.id}")
 
     @property
@@ -99,7 +98,6 @@ class Turn:
 
     def cancel(self) -> None:
         """Stop the reply: it is saved as ``interrupted`` with its partial text. Safe to call at any time."""
-        self._cancel_requested = True
         self._task.cancel()
 
     async def wait(self) -> Message:
