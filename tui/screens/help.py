@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from tui.widgets.prompt_input import NEWLINE_KEYS
-
 
 def _binding_owners() -> list[tuple[str, list[Binding]]]:
     from tui.app import ChatApp
+    from tui.screens.dialogs import Confirm, TextPrompt
+    from tui.screens.model_picker import ModelPicker
+    from tui.screens.session_browser import SessionBrowser
     from tui.widgets.chat_tab import ChatTab
     from tui.widgets.message_list import MessageList
     from tui.widgets.prompt_input import PromptInput
 
-    def own(bindings: list[Binding | tuple[str, ...]]) -> list[Binding]:
+    def own(bindings: Iterable[object]) -> list[Binding]:
         return [b for b in bindings if isinstance(b, Binding)]
 
     return [
         ("App", own(ChatApp.BINDINGS)),
         ("Chat tab", own(ChatTab.BINDINGS)),
-        ("Messages", own(MessageList.BINDINGS)),
         ("Prompt", own(PromptInput.BINDINGS)),
+        ("Messages", own(MessageList.BINDINGS)),
+        ("Chats", own(SessionBrowser.BINDINGS)),
+        ("Models", own(ModelPicker.BINDINGS)),
+        ("Dialogs", own(TextPrompt.BINDINGS) + own(Confirm.BINDINGS)),
     ]
 
 
@@ -44,18 +49,23 @@ class HelpScreen(ModalScreen[None]):
             yield Static("Keys", classes="dialog-title")
             yield DataTable(id="help-table", cursor_type="row", zebra_stripes=True)
             yield Static(
-                'Remap any key in config.toml under [keys], e.g.  "app.new_tab" = "ctrl+n"   ·   Esc closes',
+                Text('Remap a key in config.toml under [keys] by its id, e.g. "app.new_tab" = "ctrl+n"  ·  Esc closes'),
                 classes="dialog-hint",
             )
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("Where", "Keys", "Action", "Binding id")
+        table.add_columns("Where", "Keys", "Action", Text("Id (for [keys])"))
         table.add_row("Prompt", "enter", "Send", "")
-        table.add_row("Prompt", ", ".join(sorted(NEWLINE_KEYS)), "New line", "")
+        table.add_row("Prompt", "ctrl+j (shift/ctrl/alt+enter)", "New line", "")
         for where, bindings in _binding_owners():
             for binding in bindings:
-                keys = self.keymap.get(binding.id or "", binding.key)
-                table.add_row(where, keys.replace(",", ", "), binding.description or binding.action, binding.id or "")
-        table.add_row("Anywhere", "ctrl+p", "Command palette: every action by name", "")
+                if binding.id and binding.id.startswith("app.goto_tab_") and binding.id != "app.goto_tab_1":
+                    continue  # one row stands for alt+1 … alt+9
+                keys = self.keymap.get(binding.id or "", binding.key).replace(",", ", ")
+                action = binding.description or binding.action
+                if binding.id == "app.goto_tab_1":
+                    keys, action = "alt+1 … alt+9", "Go to tab N"
+                table.add_row(where, keys, action, binding.id or "")
+        table.add_row("Anywhere", "ctrl+p", "Command palette", "")
         table.focus()
