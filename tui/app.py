@@ -6,10 +6,13 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.content import Content
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent
 
@@ -18,12 +21,15 @@ from core.engine import ChatEngine
 from core.errors import ChatError
 from core.export import to_markdown
 from core.models import Session
-from tui.screens.dialogs import TextPrompt
-from tui.screens.help import HelpScreen
-from tui.screens.model_picker import ModelChoice, ModelPicker
-from tui.screens.session_browser import SessionBrowser
 from tui.widgets.chat_tab import ChatTab
 
+if TYPE_CHECKING:
+    from tui.screens.session_browser import SessionBrowser
+
+OPTION_DIGITS = (
+    "inverted_exclamation_mark", "trade_mark_sign", "pound_sign", "cent_sign", "infinity",
+    "section_sign", "pilcrow_sign", "bullet", "ª",
+)  # fmt: skip
 OPEN_TABS_STATE = "open_tabs"
 THEME_STATE = "theme"
 MAX_LABEL = 22
@@ -36,10 +42,15 @@ class ChatApp(App[None]):
     TITLE = "chat-tui"
     BINDINGS = [
         Binding("ctrl+t", "new_tab", "New chat", id="app.new_tab"),
-        Binding("ctrl+w", "close_tab", "Close", id="app.close_tab"),
+        # Priority: the prompt (a TextArea, focused nearly always) binds ctrl+w to delete a word.
+        Binding("ctrl+w", "close_tab", "Close", id="app.close_tab", priority=True),
         Binding("ctrl+pagedown,alt+right", "next_tab", "Next tab", show=False, id="app.next_tab"),
         Binding("ctrl+pageup,alt+left", "previous_tab", "Previous tab", show=False, id="app.previous_tab"),
-        *(Binding(f"alt+{n}", f"goto_tab({n})", f"Tab {n}", show=False, id=f"app.goto_tab_{n}") for n in range(1, 10)),
+        # Textual reads xterm's and tmux's alt+digit (ESC digit) as the macOS option-digit characters.
+        *(
+            Binding(f"alt+{n},{key}", f"goto_tab({n})", f"Tab {n}", show=False, id=f"app.goto_tab_{n}", priority=True)
+            for n, key in enumerate(OPTION_DIGITS, start=1)
+        ),
         Binding("ctrl+o", "sessions", "Chats", id="app.sessions"),
         Binding("f2", "rename", "Rename", id="app.rename"),
         Binding("f3", "choose_model", "Model", id="app.choose_model"),
@@ -87,8 +98,11 @@ class ChatApp(App[None]):
 
     @work(thread=True, exit_on_error=False)
     def _preload(self) -> None:
-        # The model client costs ~0.7 s to import: pay it after the first frame, not on the first send.
+        # The model client costs ~0.7 s to import and ~0.2 s to build: pay both now, not on the first send.
         ChatEngine.preload()
+        if self.engine is not None:
+            with contextlib.suppress(ChatError):
+                self.engine.chat_model(self.engine.settings.profile())
 
     # -- tabs ------------------------------------------------------------------------------------------------
 
@@ -98,12 +112,17 @@ class ChatApp(App[None]):
 
     @property
     def tabs(self) -> list[ChatTab]:
-        return list(self.tabbed.query(ChatTab).results(ChatTab)) if self.is_mounted else []
+        # Messages still in flight at exit (a reply that just ended) are handled after the screen is gone.
+        with contextlib.suppress(NoMatches):
+            return list(self.tabbed.query(ChatTab).results(ChatTab)) if self.is_mounted else []
+        return []
 
     @property
     def active_tab(self) -> ChatTab | None:
-        pane = self.tabbed.active_pane
-        return pane if isinstance(pane, ChatTab) else None
+        with contextlib.suppress(NoMatches):
+            pane = self.tabbed.active_pane
+            return pane if isinstance(pane, ChatTab) else None
+        return None
 
     async def add_tab(self, session: Session | None = None, *, activate: bool = True) -> ChatTab:
         assert self.engine is not None
@@ -116,16 +135,18 @@ class ChatApp(App[None]):
 
     def activate(self, tab: ChatTab) -> None:
         assert tab.id is not None
+        tab.focus_prompt()  # first: see ChatTab.focus_prompt
         self.tabbed.active = tab.id
         tab.unread = False
-        tab.focus_prompt()
 
     def tab_for(self, session_id: int) -> ChatTab | None:
         return next((t for t in self.tabs if t.session_id == session_id), None)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        if isinstance(event.pane, ChatTab):
+        # Only for the pane still active: focusing a pane that was left meanwhile would switch back to it.
+        # Not at exit either: the pane's widgets may be gone.
+        if isinstance(event.pane, ChatTab) and event.pane is self.active_tab and self.is_running:
             event.pane.unread = False
             event.pane.refresh_status()
             event.pane.focus_prompt()
@@ -139,7 +160,7 @@ class ChatApp(App[None]):
         title = tab.title if len(tab.title) <= MAX_LABEL else tab.title[: MAX_LABEL - 1] + "…"
         mark = "⋯ " if tab.streaming else "● " if tab.unread else ""
         with contextlib.suppress(Exception):  # the tab may be mid-removal
-            self.tabbed.get_tab(tab).label = mark + title
+            self.tabbed.get_tab(tab).label = Content(mark + title)  # a title is the user's text, never markup
 
     @on(ChatTab.ReplyEnded)
     def _reply_ended(self, event: ChatTab.ReplyEnded) -> None:
@@ -151,7 +172,7 @@ class ChatApp(App[None]):
         self._save_tabs()
 
     def _save_tabs(self) -> None:
-        if self.engine is None:
+        if self.engine is None or not self.is_running:  # at exit the tabs are gone, not closed: keep the saved list
             return
         tabs = self.tabs
         sessions = [t.session_id for t in tabs if t.session_id is not None]
@@ -183,6 +204,12 @@ class ChatApp(App[None]):
 
     async def action_new_tab(self) -> None:
         await self.add_tab()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A dialog's text field keeps ctrl+w (delete a word): never close the tab behind a modal screen.
+        if action == "close_tab":
+            return self.screen is self.screen_stack[0]
+        return True
 
     async def action_close_tab(self) -> None:
         tab = self.active_tab
@@ -224,6 +251,8 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="dialog")
     async def action_rename(self) -> None:
+        from tui.screens.dialogs import TextPrompt
+
         session = await self._session_of_active()
         if session is None or self.engine is None:
             return
@@ -233,6 +262,8 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="dialog")
     async def action_system_prompt(self) -> None:
+        from tui.screens.dialogs import TextPrompt
+
         session = await self._session_of_active()
         if session is None or self.engine is None:
             return
@@ -245,6 +276,8 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="dialog")
     async def action_choose_model(self) -> None:
+        from tui.screens.model_picker import ModelChoice, ModelPicker
+
         session = await self._session_of_active()
         if session is None or self.engine is None:
             return
@@ -262,20 +295,20 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="dialog")
     async def action_sessions(self) -> None:
+        from tui.screens.session_browser import SessionBrowser
+
         assert self.engine is not None
         open_ids = {t.session_id for t in self.tabs if t.session_id is not None}
         choice = await self.push_screen_wait(SessionBrowser(self.engine.store, open_ids=open_ids))
         if choice is not None:
             await self.open_session(choice.session_id, choice.message_id)
 
-    @on(SessionBrowser.SessionRenamed)
-    def _renamed(self, event: SessionBrowser.SessionRenamed) -> None:
+    def on_session_browser_session_renamed(self, event: SessionBrowser.SessionRenamed) -> None:
         tab = self.tab_for(event.session_id)
         if tab is not None and tab.session is not None:
             tab.set_session(replace(tab.session, title=event.title))
 
-    @on(SessionBrowser.SessionDeleted)
-    async def _deleted(self, event: SessionBrowser.SessionDeleted) -> None:
+    async def on_session_browser_session_deleted(self, event: SessionBrowser.SessionDeleted) -> None:
         # Closing the tab cancels its stream before anything else could write into the deleted session.
         tab = self.tab_for(event.session_id)
         if tab is not None:
@@ -285,6 +318,8 @@ class ChatApp(App[None]):
             self._save_tabs()
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         self.push_screen(HelpScreen(self.settings.keys))
 
     async def action_export(self) -> None:

@@ -14,6 +14,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.message import Message as TextualMessage
 from textual.reactive import reactive
 from textual.widgets import Static, TabPane
@@ -24,6 +25,7 @@ from core.errors import ChatError
 from core.models import Message, Session
 from tui.widgets.message_list import ChatEntry, MessageList
 from tui.widgets.prompt_input import PromptInput
+from tui.widgets.status_line import StatusLine
 
 PAGE = 100
 """Messages loaded at a time: the newest first, earlier ones when the user scrolls to the top."""
@@ -87,7 +89,7 @@ class ChatTab(TabPane):
             self.message = message
 
     def __init__(self, engine: ChatEngine, *, id: str, session: Session | None = None) -> None:
-        super().__init__(session.display_title if session else "New chat", id=id)
+        super().__init__(Content(session.display_title if session else "New chat"), id=id)  # text, not markup
         self.engine = engine
         self.session = session
         self.leaf_id: int | None = None
@@ -106,7 +108,7 @@ class ChatTab(TabPane):
             yield MessageList()
             yield Static("", classes="banner")
             yield PromptInput(placeholder="Message… (Enter to send, ctrl+j for a new line)")
-            yield Static("", classes="status-line")
+            yield StatusLine(classes="status-line")
 
     async def on_mount(self) -> None:
         if self.session is not None:
@@ -141,11 +143,14 @@ class ChatTab(TabPane):
 
     def show_banner(self, text: str) -> None:
         """A plain-words problem with what to do (missing key, bad profile) above the prompt."""
-        self.query_one(".banner", Static).update(text)
+        self.query_one(".banner", Static).update(Content(text))  # errors quote URLs and names: not markup
         self.set_class(bool(text), "-banner")
 
     def focus_prompt(self) -> None:
-        self.query_one(PromptInput).focus()
+        # At once, not later like Widget.focus: if the pane being hidden still held the focus, Textual would move
+        # it to a sibling in that pane, and the TabbedContent would switch back to it.
+        prompt = self.query_one(PromptInput)
+        prompt.screen.set_focus(prompt)
 
     # -- loading ---------------------------------------------------------------------------------------------
 
@@ -205,6 +210,8 @@ class ChatTab(TabPane):
         """Send ``text`` after the displayed branch. False when it could not be sent (the banner says why)."""
         try:
             if self.session is None:
+                # A missing key fails here, before an empty session is saved (the engine checks it again).
+                (await self._profile()).resolve_key(self.engine.settings.environ)
                 profile = self.engine.settings.default_profile
                 self.session = await self.engine.store.create_session(profile=profile)
                 self.post_message(self.SessionBound(self))
@@ -339,7 +346,7 @@ class ChatTab(TabPane):
             parts.append(self.stats.describe())
         if self.streaming:
             parts.append("streaming… (Esc stops)")
-        self.query_one(".status-line", Static).update(" │ ".join(p for p in parts if p))
+        self.query_one(StatusLine).text = " │ ".join(p for p in parts if p)
 
     def set_session(self, session: Session) -> None:
         """Session data changed elsewhere (rename, model, system prompt)."""
