@@ -10,6 +10,7 @@ Rules that keep concurrent tabs and processes from losing anything:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -251,10 +252,14 @@ class Store:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _translate(exc, self.file) from exc
+            except asyncio.CancelledError:
+                # The BEGIN still runs on the connection's thread: end that transaction before the next writer.
+                await _rollback(db)
+                raise
             try:
                 yield db
             except BaseException:
-                await db.execute("ROLLBACK")
+                await _rollback(db)
                 raise
             try:
                 await db.execute("COMMIT")
@@ -571,6 +576,13 @@ class Store:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, json.dumps(value)),
             )
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    """Undo the open transaction, even if cancelled meanwhile (a tab closed mid-save): the connection's thread runs
+    statements in the order they were sent, so this lands after whatever the cancelled writer had sent."""
+    with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo
+        await asyncio.shield(db.execute("ROLLBACK"))
 
 
 def _create_private_file(path: Path) -> None:

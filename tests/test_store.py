@@ -523,3 +523,23 @@ async def test_export_a_branch_as_markdown_and_json(tmp_path: Path) -> None:
     ]
     assert exported["messages"][1]["completion_tokens"] == 3
     assert [m["id"] for m in exported["messages"]] == [m.id for m in messages]
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2, 3, 5])
+async def test_a_write_cancelled_at_any_point_leaves_no_transaction_open(tmp_path: Path, yields: int) -> None:
+    # Esc, a closed tab or quitting can cancel a reply's periodic save while its BEGIN is on the connection's
+    # thread; the next write must still work.
+    store = await Store.open(tmp_path / "h.db")
+    try:
+        session = await store.create_session()
+        _, reply = await store.start_turn(session.id, None, "hi", "demo")
+        task = asyncio.create_task(store.flush_reply(reply.id, "partial"))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        finished = await store.finish_reply(reply.id, "partial", Status.INTERRUPTED)
+        assert finished.status is Status.INTERRUPTED
+        assert (await store.get_message(reply.id)).content == "partial"
+    finally:
+        await store.close()

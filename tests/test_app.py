@@ -1,0 +1,740 @@
+"""The whole app under Pilot: real tabs, a real local OpenAI-compatible server, a real SQLite file in tmp_path.
+
+Tests assert state — tabs, MessageList entries, database rows, what the server received — and wait on conditions,
+never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from textual import events
+from textual.command import CommandPalette
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, TextArea
+from textual.worker import Worker, WorkerState
+
+from core.config import Settings, load_settings
+from core.models import Role, Status
+from core.server import LocalServer, parse_directives, reply_text, strip_directives
+from tui.app import ChatApp
+from tui.screens.dialogs import TextPrompt
+from tui.screens.help import HelpScreen
+from tui.screens.session_browser import SessionBrowser
+from tui.widgets.chat_tab import ChatTab
+from tui.widgets.message_list import ChatEntry, MessageList
+from tui.widgets.prompt_input import PromptInput
+
+SIZE = (120, 40)
+SLOW = "[[tokens=400 tps=40]]"
+"""A reply of ~10 s: long enough to still be streaming whatever the test does meanwhile."""
+
+
+# -- fixtures (``server`` and ``settings`` come from tests/conftest.py) ------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def failed_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, BaseException | None]]]:
+    """Workers with exit_on_error=False fail silently (the app goes on): collect their errors and fail the test."""
+    failures: list[tuple[str, BaseException | None]] = []
+    original = Worker._run
+
+    async def run(self: Worker[Any], app: Any) -> None:
+        await original(self, app)
+        if self.state == WorkerState.ERROR:
+            failures.append((self.name, self.error))
+
+    monkeypatch.setattr(Worker, "_run", run)
+    yield failures
+    assert not failures, f"workers failed: {failures}"
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str = "", timeout: float = 15.0) -> None:
+    """Let the app run until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or 'the app'}")
+        await pilot.pause(0.05)
+
+
+async def press(pilot: Pilot[Any], *keys: str) -> None:
+    """Press keys like ``pilot.press``, without its wait for an idle CPU (up to 2 s a key while replies stream).
+
+    Callers wait for the effect they expect with ``until``.
+    """
+    for key in keys:
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(pilot.app)  # as the driver sends it: the key bubbles up to the app's bindings
+        pilot.app.post_message(event)
+        await pilot.pause(0)
+
+
+def expected_reply(prompt: str) -> str:
+    """What the local server streams for a prompt (directives choose its length and are not part of it)."""
+    return reply_text(strip_directives(prompt), parse_directives(prompt).get("tokens", 120))
+
+
+def message_list(tab: ChatTab) -> MessageList:
+    return tab.query_one(MessageList)
+
+
+def prompt_input(tab: ChatTab) -> PromptInput:
+    return tab.query_one(PromptInput)
+
+
+def entries(tab: ChatTab) -> list[ChatEntry]:
+    """The tab's displayed entries, with text streamed in so far."""
+    view = message_list(tab)
+    found = (view.entry(e.message.id) for e in view.entries)
+    return [e for e in found if e is not None]
+
+
+def last_reply(tab: ChatTab) -> ChatEntry:
+    reply = entries(tab)[-1]
+    assert reply.message.role is Role.ASSISTANT
+    return reply
+
+
+def settled(tab: ChatTab) -> bool:
+    """The tab's last reply has ended and the tab has taken it in."""
+    return tab.turn is not None and tab.turn.done and not tab.streaming
+
+
+def label(app: ChatApp, tab: ChatTab) -> str:
+    return app.tabbed.get_tab(tab).label.plain
+
+
+def screen_text(app: ChatApp) -> str:
+    """What the terminal shows, as plain text."""
+    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def shown_prose(app: ChatApp) -> str:
+    """The screen's text with the message gutters and line wrapping undone, to look for a sentence in."""
+    return " ".join(screen_text(app).replace("▌", " ").split())
+
+
+def last_sentence(markdown: str) -> str:
+    """The last line of a reply as it reads once rendered (without emphasis and code marks)."""
+    return " ".join(markdown.rstrip().splitlines()[-1].replace("**", "").replace("`", "").split())
+
+
+def db_rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the database from a separate connection, as another process would."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def session_messages(path: Path, session_id: int) -> list[tuple[Any, ...]]:
+    """(id, parent_id, role, content, status, error) of a session's messages, oldest first."""
+    return db_rows(
+        path,
+        "SELECT id, parent_id, role, content, status, error FROM messages WHERE session_id = ? ORDER BY id",
+        (session_id,),
+    )
+
+
+def prompts_seen(server: LocalServer) -> Counter[str]:
+    return Counter(record.prompt for record in server.requests)
+
+
+async def started(pilot: Pilot[Any]) -> ChatApp:
+    """Wait for the app's first tab (the engine opens on mount)."""
+    app = pilot.app
+    assert isinstance(app, ChatApp)
+    await until(pilot, lambda: app.active_tab is not None and app.active_tab.is_mounted, "the first tab")
+    # The model client is imported in a thread after the first frame: let it finish before timing-free key presses.
+    await until(pilot, lambda: not any(w.name == "_preload" and not w.is_finished for w in app.workers), "preload")
+    return app
+
+
+async def new_tab(pilot: Pilot[Any]) -> ChatTab:
+    """Press ctrl+t; return the new tab once it is the active one, its prompt focused."""
+    app = pilot.app
+    assert isinstance(app, ChatApp)
+    before = app.tabs
+    await press(pilot, "ctrl+t")
+    await until(
+        pilot,
+        lambda: (
+            len(app.tabs) == len(before) + 1
+            and app.active_tab is not None
+            and app.active_tab not in before
+            and app.focused is prompt_input(app.active_tab)
+        ),
+        "the new tab",
+    )
+    assert app.active_tab is not None
+    return app.active_tab
+
+
+async def send(pilot: Pilot[Any], text: str) -> ChatTab:
+    """Put ``text`` in the active tab's prompt and press Enter; return the tab once the turn has started."""
+    app = pilot.app
+    assert isinstance(app, ChatApp)
+    tab = app.active_tab
+    assert tab is not None
+    prompt = prompt_input(tab)
+    assert app.focused is prompt
+    turn = tab.turn
+    prompt.insert(text)
+    await press(pilot, "enter")
+    await until(pilot, lambda: tab.turn is not turn and prompt.text == "", f"the send of {text!r}")
+    return tab
+
+
+async def send_and_wait(pilot: Pilot[Any], text: str) -> ChatTab:
+    tab = await send(pilot, text)
+    await until(pilot, lambda: settled(tab), f"the reply to {text!r}")
+    return tab
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- launch, send -----------------------------------------------------------------------------------------------
+
+
+async def test_launch_shows_one_empty_tab_in_demo_mode_with_the_prompt_focused(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        assert len(app.tabs) == 1
+        tab = app.tabs[0]
+        assert tab.session is None and message_list(tab).entries == []
+        assert tab.has_class("-empty")
+        assert "demo" in app.sub_title
+        assert "demo" in screen_text(app).splitlines()[0]  # the header
+        assert app.focused is prompt_input(tab)
+        assert label(app, tab) == "New chat"
+
+
+async def test_send_shows_the_reply_and_saves_both_messages(
+    settings: Settings, server: LocalServer, tmp_path: Path
+) -> None:
+    prompt = "Tell me about tabs and streams"
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press(*prompt)  # typed, key by key
+        tab = app.active_tab
+        assert tab is not None and prompt_input(tab).text == prompt
+        await pilot.press("enter")
+        await until(pilot, lambda: settled(tab), "the reply")
+
+        user, reply = entries(tab)
+        assert (user.message.role, user.message.content) == (Role.USER, prompt)
+        assert reply.message.content == expected_reply(prompt)
+        assert reply.message.status is Status.COMPLETE
+        assert prompt_input(tab).text == ""
+        assert tab.session_id is not None
+        assert session_messages(tmp_path / "h.db", tab.session_id) == [
+            (user.message.id, None, "user", prompt, "complete", None),
+            (reply.message.id, user.message.id, "assistant", expected_reply(prompt), "complete", None),
+        ]
+        assert prompts_seen(server) == {prompt: 1}
+        assert label(app, tab) == prompt[:21] + "…"
+        assert "You asked:" in screen_text(app)
+
+
+# -- several tabs streaming at once -----------------------------------------------------------------------------
+
+
+async def test_switching_tabs_mid_response_keeps_each_reply_in_its_own_tab_and_session(
+    settings: Settings, server: LocalServer, tmp_path: Path
+) -> None:
+    prompts = [
+        f"Tab {n} wants to hear about {topic} [[tokens=240 tps=60]]"
+        for n, topic in ((1, "apples"), (2, "bridges"), (3, "comets"))
+    ]
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tabs = [await send(pilot, prompts[0])]
+        for prompt in prompts[1:]:
+            await new_tab(pilot)
+            tabs.append(await send(pilot, prompt))
+        assert all(tab.streaming for tab in tabs), "the three replies should overlap"
+
+        # Back and forth while they stream, typing a draft in each prompt on the way.
+        drafts = {tab: "" for tab in tabs}
+
+        async def switch(key: str, index: int) -> None:
+            tab = tabs[index]
+            await press(pilot, key)
+            await until(
+                pilot, lambda: app.active_tab is tab and app.focused is prompt_input(tab), f"{key} to tab {index}"
+            )
+            drafts[tab] += key[-1]
+            await press(pilot, key[-1])
+            await until(pilot, lambda: prompt_input(tab).text == drafts[tab], f"typing in tab {index}")
+
+        await switch("alt+1", 0)
+        await switch("alt+2", 1)
+        await switch("ctrl+pagedown", 2)
+        await switch("ctrl+pagedown", 0)  # wraps around
+        await switch("ctrl+pageup", 2)  # and back
+        await switch("ctrl+pageup", 1)
+        await switch("alt+3", 2)
+        await switch("alt+1", 0)
+        assert any(tab.streaming for tab in tabs), "the switching should happen mid-response"
+
+        await until(pilot, lambda: all(settled(tab) for tab in tabs), "all three replies")
+        for tab, prompt in zip(tabs, prompts, strict=True):
+            user, reply = entries(tab)
+            assert user.message.content == prompt
+            assert reply.message.status is Status.COMPLETE
+            assert reply.message.content == expected_reply(prompt)
+            assert prompt_input(tab).text == drafts[tab]
+            assert tab.session_id is not None
+            rows = session_messages(tmp_path / "h.db", tab.session_id)
+            assert [(r[2], r[3], r[4]) for r in rows] == [
+                ("user", prompt, "complete"),
+                ("assistant", expected_reply(prompt), "complete"),
+            ]
+        assert len({tab.session_id for tab in tabs}) == 3
+        # And each tab shows its own reply's end once it is brought to the front.
+        for number, (tab, prompt) in enumerate(zip(tabs, prompts, strict=True), start=1):
+            await press(pilot, f"alt+{number}")
+            ending = last_sentence(expected_reply(prompt))
+            await until(
+                pilot, lambda t=tab, e=ending: app.active_tab is t and e in shown_prose(app), f"the end in tab {number}"
+            )
+            assert all(last_sentence(expected_reply(p)) not in shown_prose(app) for p in prompts if p != prompt)
+        assert prompts_seen(server) == {strip_directives(p): 1 for p in prompts}
+        assert len(server.requests) == 3
+
+
+# -- stopping a reply -------------------------------------------------------------------------------------------
+
+
+async def test_closing_a_streaming_tab_keeps_the_partial_reply_as_interrupted(
+    settings: Settings, server: LocalServer, tmp_path: Path
+) -> None:
+    prompt = f"A very long story please {SLOW}"
+    db = tmp_path / "h.db"
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        other = await new_tab(pilot)
+        await pilot.press("alt+1")
+        tab = await send(pilot, prompt)
+        assert tab.turn is not None and tab.session_id is not None
+        turn, session_id, reply_id = tab.turn, tab.session_id, tab.turn.reply.id
+        # Wait until some of the reply is in the database, then close the tab mid-stream.
+        await until(pilot, lambda: db_rows(db, "SELECT content FROM messages WHERE id = ?", (reply_id,))[0][0])
+        assert tab.streaming
+        await press(pilot, "ctrl+w")
+        await until(pilot, lambda: turn.done and app.tabs == [other], "the tab to close")
+
+        assert app.tabs == [other] and app.active_tab is other
+        assert app.focused is prompt_input(other)
+        ((content, status),) = db_rows(db, "SELECT content, status FROM messages WHERE id = ?", (reply_id,))
+        assert status == "interrupted"
+        assert content and expected_reply(prompt).startswith(content) and content != expected_reply(prompt)
+        # Nothing writes into the row after that (the server would still be streaming for seconds).
+        for _ in range(20):
+            await pilot.pause(0.05)
+        assert db_rows(db, "SELECT content, status FROM messages WHERE id = ?", (reply_id,)) == [(content, status)]
+        assert [r[4] for r in session_messages(db, session_id)] == ["complete", "interrupted"]
+        assert prompts_seen(server) == {strip_directives(prompt): 1}
+        assert entries(other) == [] and other.turn is None
+        assert app._exception is None
+    assert app._exception is None
+
+
+async def test_escape_stops_the_reply_keeps_the_partial_text_and_the_next_send_works(
+    settings: Settings, server: LocalServer, tmp_path: Path
+) -> None:
+    prompt = f"Count to a thousand {SLOW}"
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, prompt)
+        await until(pilot, lambda: len(last_reply(tab).message.content) > 20, "some streamed text")
+        await press(pilot, "escape")
+        await until(pilot, lambda: settled(tab), "the stop")
+
+        stopped = last_reply(tab)
+        assert stopped.message.status is Status.INTERRUPTED
+        partial = stopped.message.content
+        assert partial and expected_reply(prompt).startswith(partial) and partial != expected_reply(prompt)
+        assert tab.session_id is not None
+        rows = session_messages(tmp_path / "h.db", tab.session_id)
+        assert [(r[3], r[4]) for r in rows] == [(prompt, "complete"), (partial, "interrupted")]
+
+        follow_up = "Fine, summarise what you said"
+        await send_and_wait(pilot, follow_up)
+        assert [(e.message.content, e.message.status) for e in entries(tab)] == [
+            (prompt, Status.COMPLETE),
+            (partial, Status.INTERRUPTED),
+            (follow_up, Status.COMPLETE),
+            (expected_reply(follow_up), Status.COMPLETE),
+        ]
+        rows = session_messages(tmp_path / "h.db", tab.session_id)
+        assert rows[2][1] == stopped.message.id  # the new turn follows the stopped reply
+        assert rows[3][3:5] == (expected_reply(follow_up), "complete")
+        # The partial reply is part of the conversation the model sees.
+        assert [m["content"] for m in server.requests[-1].messages] == [prompt, partial, follow_up]
+
+
+# -- branches ---------------------------------------------------------------------------------------------------
+
+
+async def test_regenerate_and_edit_make_branches_and_left_right_switch_between_them(
+    settings: Settings, server: LocalServer
+) -> None:
+    question = "What is a branch?"
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, question)
+        assert app.engine is not None
+        store = app.engine.store
+        user, first = (e.message for e in entries(tab))
+        view = message_list(tab)
+
+        # r on the reply: a second reply beside the first.
+        view.focus()
+        view.selected_id = first.id
+        await pilot.press("r")
+        await until(pilot, lambda: tab.turn is not None and tab.turn.reply.id != first.id and settled(tab))
+        second = tab.turn.reply
+        assert await store.siblings(first.id) == [first.id, second.id]
+        shown_user, shown_reply = entries(tab)
+        assert shown_user.message.id == user.id
+        assert (shown_reply.message.id, shown_reply.sibling_index, shown_reply.sibling_count) == (second.id, 2, 2)
+        assert shown_reply.message.content == expected_reply(question)
+        view.selected_id = second.id  # scrolls its header, with the mark, into view
+        await until(pilot, lambda: "Assistant · demo  ‹ 2/2 ›" in screen_text(app), "the sibling mark")
+
+        # e on the question: a dialog to edit it; ctrl+s sends the edited text as a second question.
+        view.focus()
+        view.selected_id = user.id
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, TextPrompt), "the edit dialog")
+        field = app.screen.query_one(TextArea)
+        assert field.text == question
+        await pilot.press("ctrl+w")  # in a dialog ctrl+w deletes a word; it does not close the tab behind
+        assert field.text == "What is a branch" and isinstance(app.screen, TextPrompt) and app.tabs == [tab]
+        await pilot.press(*"ing strategy? Explain like I am five.", "ctrl+s")
+        edited = "What is a branching strategy? Explain like I am five."
+        await until(pilot, lambda: not isinstance(app.screen, TextPrompt) and tab.turn.user is not None)
+        await until(pilot, lambda: settled(tab), "the reply to the edited question")
+        edited_user = tab.turn.user
+        assert edited_user is not None and edited_user.content == edited
+        assert await store.siblings(user.id) == [user.id, edited_user.id]
+        shown = entries(tab)
+        assert [(e.message.content, e.sibling_index, e.sibling_count) for e in shown] == [
+            (edited, 2, 2),
+            (expected_reply(edited), 1, 1),
+        ]
+        assert prompts_seen(server) == {question: 2, edited: 1}
+
+        # ← on the question shows the first branch again (with its newest reply), → comes back.
+        view.focus()
+        view.selected_id = edited_user.id
+        await pilot.press("left")
+        await until(pilot, lambda: entries(tab)[0].message.id == user.id, "the first branch")
+        assert [(e.message.id, e.sibling_index, e.sibling_count) for e in entries(tab)] == [
+            (user.id, 1, 2),
+            (second.id, 2, 2),
+        ]
+        assert view.selected_id == user.id
+        await pilot.press("left")  # there is nothing before the first version
+        await pilot.pause()
+        assert entries(tab)[0].message.id == user.id
+        await pilot.press("right")
+        await until(pilot, lambda: entries(tab)[0].message.id == edited_user.id, "the second branch")
+        assert entries(tab)[1].message.content == expected_reply(edited)
+
+        # ← on the reply (of the first branch) shows the other reply.
+        await pilot.press("left")
+        await until(pilot, lambda: entries(tab)[0].message.id == user.id)
+        view.selected_id = second.id
+        await pilot.press("left")
+        await until(pilot, lambda: entries(tab)[1].message.id == first.id, "the first reply")
+        assert (entries(tab)[1].sibling_index, entries(tab)[1].sibling_count) == (1, 2)
+        assert view.selected_id == first.id
+        await until(pilot, lambda: "Assistant · demo  ‹ 1/2 ›" in screen_text(app), "the other reply's mark")
+
+
+# -- failures ---------------------------------------------------------------------------------------------------
+
+
+async def test_a_failing_tab_beside_a_healthy_one_and_retry(
+    settings: Settings, server: LocalServer, tmp_path: Path
+) -> None:
+    failing = "This one will fail"
+    # The server answers 500 to every request unless the prompt says otherwise; the healthy prompt does.
+    healthy = "This one is fine [[status=none tokens=150 tps=100]]"
+    server.options.status = 500
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        good = await send(pilot, healthy)
+        await new_tab(pilot)
+        bad = await send(pilot, failing)
+        await until(pilot, lambda: settled(bad), "the failure")
+        assert good.streaming, "the healthy reply goes on beside the failure"
+
+        error = last_reply(bad)
+        assert error.message.status is Status.ERROR
+        assert error.message.error is not None and "(500)" in error.message.error
+        assert "Traceback" not in error.message.error
+        await until(pilot, lambda: "press r to retry" in screen_text(app), "the error on screen")
+
+        await until(pilot, lambda: settled(good), "the healthy reply")
+        assert last_reply(good).message.status is Status.COMPLETE
+        assert last_reply(good).message.content == expected_reply(healthy)
+        await until(pilot, lambda: good.unread and label(app, good).startswith("● "), "the unread mark")
+
+        # The server is back: r on the failed reply makes a new reply beside it, which completes.
+        server.options.status = None
+        await pilot.press("shift+tab")  # from the prompt to the message list
+        assert app.focused is message_list(bad)
+        await pilot.press("r")
+        await until(pilot, lambda: bad.turn is not None and bad.turn.reply.id != error.message.id and settled(bad))
+        retried = last_reply(bad)
+        assert retried.message.status is Status.COMPLETE
+        assert retried.message.content == expected_reply(failing)
+        assert (retried.sibling_index, retried.sibling_count) == (2, 2)
+        assert bad.session_id is not None
+        rows = session_messages(tmp_path / "h.db", bad.session_id)
+        assert [(r[1], r[4]) for r in rows] == [(None, "complete"), (rows[0][0], "error"), (rows[0][0], "complete")]
+        assert prompts_seen(server) == {failing: 2, strip_directives(healthy): 1}
+
+
+async def test_a_missing_key_shows_a_banner_and_sending_saves_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[profiles.default]\nbase_url = "https://api.example.invalid/v1"\n', encoding="utf-8")
+    settings = load_settings(db=tmp_path / "h.db", config=config, environ={})
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        tab = app.active_tab
+        assert tab is not None
+        await until(pilot, lambda: tab.has_class("-banner"), "the banner")
+        assert "OPENAI_API_KEY" in screen_text(app)
+
+        await pilot.press(*"hello", "enter")
+        await pilot.pause()
+        assert tab.has_class("-banner")
+        assert "OPENAI_API_KEY" in screen_text(app)
+        assert prompt_input(tab).text == "hello"  # kept, to send once the key is set
+        assert tab.turn is None and tab.session is None
+        assert db_rows(tmp_path / "h.db", "SELECT count(*) FROM messages") == [(0,)]
+        assert db_rows(tmp_path / "h.db", "SELECT count(*) FROM sessions") == [(0,)]
+
+
+async def test_an_unreachable_server_shows_an_error_in_plain_words(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    settings = load_settings(db=tmp_path / "h.db", demo=True, config=tmp_path / "none.toml", environ={})
+    app = ChatApp(settings.with_demo_server(url))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Anyone there?")
+        reply = last_reply(tab)
+        assert reply.message.status is Status.ERROR
+        assert reply.message.error == f"Cannot connect to {url}. Is the server running?"
+        text = screen_text(app)
+        assert "Cannot connect to" in text and "Traceback" not in text
+
+
+# -- the prompt ---------------------------------------------------------------------------------------------------
+
+
+async def test_a_multi_line_paste_does_not_send_and_enter_sends_it_whole(
+    settings: Settings, server: LocalServer, tmp_path: Path
+) -> None:
+    pasted = "line1\nline2\nline3"
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        tab = app.active_tab
+        assert tab is not None
+        prompt = prompt_input(tab)
+        assert app.focused is prompt
+        paste = events.Paste(pasted)  # what the terminal sends for a bracketed paste, to the app, as the driver does
+        paste.set_sender(app)
+        app.post_message(paste)
+        await until(pilot, lambda: prompt.text == pasted, "the paste")
+        for _ in range(5):
+            await pilot.pause(0.02)
+        assert tab.turn is None and server.requests == []
+
+        await pilot.press("enter")
+        await until(pilot, lambda: settled(tab), "the reply")
+        user, reply = entries(tab)
+        assert user.message.content == pasted
+        assert reply.message.content == expected_reply(pasted)
+        assert [r.prompt for r in server.requests] == [pasted]
+        assert db_rows(tmp_path / "h.db", "SELECT content FROM messages WHERE role = 'user'") == [(pasted,)]
+
+
+async def test_ctrl_j_inserts_a_newline(settings: Settings, server: LocalServer) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        tab = app.active_tab
+        assert tab is not None
+        await pilot.press("a", "ctrl+j", "b")
+        assert prompt_input(tab).text == "a\nb"
+        await pilot.pause()
+        assert tab.turn is None and server.requests == []
+
+
+# -- sessions: restoring, browsing ------------------------------------------------------------------------------
+
+
+async def test_the_open_tabs_come_back_at_the_next_start(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        first = await send_and_wait(pilot, "First chat")
+        await new_tab(pilot)
+        second = await send_and_wait(pilot, "Chat [b]two[/b]")  # a title that is not markup
+        sessions = [first.session_id, second.session_id]
+        contents = [[e.message.content for e in entries(tab)] for tab in (first, second)]
+
+    again = ChatApp(settings)
+    async with again.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await until(pilot, lambda: len(again.tabs) == 2, "the restored tabs")
+        assert [tab.session_id for tab in again.tabs] == sessions
+        assert [[e.message.content for e in entries(tab)] for tab in again.tabs] == contents
+        assert again.active_tab is again.tabs[1]
+        assert [label(again, tab) for tab in again.tabs] == ["First chat", "Chat [b]two[/b]"]
+
+
+async def test_the_session_browser_opens_a_search_hit_or_focuses_its_open_tab(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        closed = await send_and_wait(pilot, "Tell me about pelicans")
+        closed_id = closed.session_id
+        await new_tab(pilot)
+        kept = await send_and_wait(pilot, "Tell me about otters")
+        await pilot.press("alt+1", "ctrl+w")
+        await until(pilot, lambda: app.tabs == [kept])
+
+        async def search_and_open(word: str, expected: int | None) -> None:
+            await pilot.press("ctrl+o")
+            await until(pilot, lambda: isinstance(app.screen, SessionBrowser), "the session browser")
+            browser = app.screen
+            assert isinstance(browser, SessionBrowser)
+            await pilot.press(*word)
+            assert browser.query_one("#search", Input).value == word
+            # Search hits carry a message id; the plain session list does not.
+            await until(pilot, lambda: browser.choices and all(c.message_id for c in browser.choices), "the hits")
+            assert {c.session_id for c in browser.choices} == {expected}
+            await pilot.press("enter")
+            await until(pilot, lambda: app.screen is not browser, "the browser to close")
+
+        await search_and_open("pelicans", closed_id)
+        await until(pilot, lambda: len(app.tabs) == 2, "the reopened tab")
+        reopened = app.tabs[1]
+        assert reopened.session_id == closed_id and app.active_tab is reopened
+        await until(pilot, lambda: len(entries(reopened)) == 2)
+        assert entries(reopened)[0].message.content == "Tell me about pelicans"
+        assert app.focused is prompt_input(reopened)
+
+        # A session already open: its tab comes to the front, no second tab.
+        await search_and_open("otters", kept.session_id)
+        await until(pilot, lambda: app.active_tab is kept, "the open tab")
+        assert len(app.tabs) == 2
+        assert [tab.session_id for tab in app.tabs].count(kept.session_id) == 1
+
+
+# -- tab marks, help, command palette -----------------------------------------------------------------------------
+
+
+async def test_tab_labels_mark_streaming_and_unread_replies(settings: Settings) -> None:
+    prompt = "Mark me [[tokens=80 tps=40]]"
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, prompt)
+        await until(pilot, lambda: label(app, tab).startswith("⋯ "), "the streaming mark")
+        await new_tab(pilot)
+        await until(pilot, lambda: settled(tab) and tab.unread, "the hidden reply")
+        await until(pilot, lambda: label(app, tab) == "● " + prompt[:21] + "…", "the unread mark")
+
+        await pilot.press("alt+1")
+        await until(pilot, lambda: label(app, tab) == prompt[:21] + "…", "the mark to clear")
+        assert not tab.unread
+
+        # A reply that ends in the visible tab is not unread.
+        await send_and_wait(pilot, "Short one")
+        assert not tab.unread and not label(app, tab).startswith(("●", "⋯"))
+
+
+async def test_f1_lists_the_key_bindings(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("f1")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        table = app.screen.query_one(DataTable)
+        rows = [[str(cell) for cell in table.get_row_at(n)] for n in range(table.row_count)]
+        ids = {row[3] for row in rows}
+        assert {"app.new_tab", "app.close_tab", "app.sessions", "tab.cancel_reply", "message_list.regenerate"} <= ids
+        assert ["App", "ctrl+t", "New chat", "app.new_tab"] in rows
+        assert "New chat" in screen_text(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+async def test_the_command_palette_offers_new_chat(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+        await until(pilot, lambda: "New chat" in screen_text(app), "New chat in the list")
+        await pilot.press(*"new chat")
+        await until(pilot, lambda: "Open a new chat tab" in screen_text(app))
+        await pilot.press("enter")
+        await until(pilot, lambda: len(app.tabs) == 2, "the new tab")
+        assert app.active_tab is app.tabs[1]
+
+
+# -- quitting ---------------------------------------------------------------------------------------------------
+
+
+async def test_quitting_while_replies_stream_keeps_them_as_interrupted(settings: Settings, tmp_path: Path) -> None:
+    prompts = [f"First long one {SLOW}", f"Second long one {SLOW}", f"Third long one {SLOW}"]
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tabs = [await send(pilot, prompts[0])]
+        for prompt in prompts[1:]:
+            await new_tab(pilot)
+            tabs.append(await send(pilot, prompt))
+        await until(pilot, lambda: all(len(last_reply(tab).message.content) > 20 for tab in tabs), "streamed text")
+        replies = [tab.turn.reply.id for tab in tabs if tab.turn is not None]
+    assert app._exception is None
+    rows = db_rows(tmp_path / "h.db", "SELECT id, content, status FROM messages WHERE role = 'assistant' ORDER BY id")
+    assert [row[0] for row in rows] == replies
+    for (_, content, status), prompt in zip(rows, prompts, strict=True):
+        assert status == "interrupted"
+        assert content and expected_reply(prompt).startswith(content)
