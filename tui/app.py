@@ -206,8 +206,9 @@ class ChatApp(App[None]):
         await self.add_tab()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # A dialog's text field keeps ctrl+w (delete a word): never close the tab behind a modal screen.
-        if action == "close_tab":
+        # A dialog's text field keeps ctrl+w (delete a word) and the option-digit characters: never close or switch
+        # the tab behind a modal screen.
+        if action in ("close_tab", "goto_tab"):
             return self.screen is self.screen_stack[0]
         return True
 

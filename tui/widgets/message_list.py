@@ -212,6 +212,7 @@ class _Item:
         "code_pad",
         "rendered_length",
         "partial",
+        "placeholder",
     )
 
     def __init__(self, entry: ChatEntry) -> None:
@@ -246,6 +247,8 @@ class _Item:
         """Length of the text when `body` was rendered."""
         self.partial = False
         """`body` renders only the end of the text, with estimated blank rows above (see `_render_item`)."""
+        self.placeholder = 0
+        """While `partial`: how many blank rows stand for the unrendered start of the text, at the top of `body`."""
 
     @property
     def id(self) -> int:
@@ -417,8 +420,6 @@ class MessageList(ScrollView, can_focus=True):
         self._earlier_requested = False
         self._reserved_height = 0
         """While a reply streams, the virtual height grows in steps (see `_apply_scroll`)."""
-        self._completion_scheduled = False
-        self._allow_partial = True
         self._flush_timer: Timer | None = None
         self._flush_pending = False
         """A flush is queued with call_later (the interval since the last one has already passed)."""
@@ -426,6 +427,12 @@ class MessageList(ScrollView, can_focus=True):
         self._styles: _Styles | None = None
         self._style_generation = 0
         self._code_cursor: tuple[int, int] | None = None
+        self._bindings_state: tuple[bool | None, ...] | None = None
+        """`check_action`'s answers when bindings were last refreshed."""
+        self._streaming: list[_Item] | None = None
+        """The streaming items (few, usually the last one), or None to recompute."""
+        self._sync_pending = True
+        """A sync was skipped (hidden or not laid out yet): the next layout that shows the widget runs it."""
         """(message id, index) of the code block "Y" copied last, to cycle on repeated presses."""
         if entries:
             self._replace_items(entries)
@@ -444,7 +451,7 @@ class MessageList(ScrollView, can_focus=True):
             self.selected_id = None
         self._sync()
         self._request_earlier_if_unfilled()
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
 
     def prepend_entries(self, entries: Sequence[ChatEntry], *, has_earlier: bool) -> None:
         """Insert earlier messages above the first one, keeping the viewport's content where it is."""
@@ -456,6 +463,7 @@ class MessageList(ScrollView, can_focus=True):
             if width:
                 item.height = item.estimate_height(width)
         self._items[:0] = new_items
+        self._streaming = None
         self._has_earlier = has_earlier
         self._earlier_requested = False
         self._layout()
@@ -475,10 +483,11 @@ class MessageList(ScrollView, can_focus=True):
             item.height = item.estimate_height(self._width)
         self._items.append(item)
         self._by_id[item.id] = item
+        self._streaming = None
         self._layout_stale = True
         self._reserved_height = 0
         self._sync()
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
 
     def append_text(self, message_id: int, text: str) -> None:
         """Add a streamed delta to a message.
@@ -491,7 +500,11 @@ class MessageList(ScrollView, can_focus=True):
             return
         item.append(text)
         item.dirty = True
-        if self._flush_timer is None and not self._flush_pending and self._is_shown():
+        if self._flush_timer is not None or self._flush_pending or self._sync_pending:
+            return
+        if not self._is_shown():
+            self._sync_pending = True
+        else:
             delay = self._last_flush + FLUSH_INTERVAL - monotonic()
             if delay > 0:
                 self._flush_timer = self.set_timer(delay, self._flush, name="message-list-flush")
@@ -518,11 +531,12 @@ class MessageList(ScrollView, can_focus=True):
             item.done_end = item.done_width = 0
         item.entry = entry
         item.dirty = True
+        self._streaming = None
         if self._width and not self._is_shown():
             item.height = item.estimate_height(self._width)
             self._layout_stale = True
         self._sync()
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
 
     def entry(self, message_id: int) -> ChatEntry | None:
         """The entry for a message, its content including any text streamed in since it was handed down."""
@@ -554,6 +568,7 @@ class MessageList(ScrollView, can_focus=True):
             self._items.append(item)
             self._by_id[item.id] = item
         self._layout_stale = True
+        self._streaming = None
         self._code_cursor = None
 
     def _is_shown(self) -> bool:
@@ -584,6 +599,13 @@ class MessageList(ScrollView, can_focus=True):
         self._total = top
         self._layout_stale = False
 
+    def _index(self, item: _Item) -> int:
+        """Position of `item` in `_items`, by its top (a scan only before the first layout, when heights are 0)."""
+        if self._layout_stale:
+            self._layout()
+        index = bisect_right(self._tops, item.top) - 1
+        return index if 0 <= index < len(self._items) and self._items[index] is item else self._items.index(item)
+
     def _item_at(self, y: int) -> _Item | None:
         if self._layout_stale:
             self._layout()
@@ -609,10 +631,13 @@ class MessageList(ScrollView, can_focus=True):
         row that was at the top (so heights changing above the viewport do not move its content).
         """
         if not self._is_shown():
+            self._sync_pending = True
             return
         width = self._body_width()
         if width < 1 or not self.size.height:
+            self._sync_pending = True
             return
+        self._sync_pending = False
         if anchor is None:
             anchor = self._anchor()
         if width != self._width:
@@ -631,9 +656,12 @@ class MessageList(ScrollView, can_focus=True):
         view_height = self.scrollable_content_region.height
         last = self._items[-1] if self._items else None
         # Only the end of the last message shows when following: a big one may be rendered from its end first.
-        partial_rows = view_height + 4 if anchor is None and self._follow and self._allow_partial else 0
-        for item in self._items:
-            if item.is_streaming and not item.rendered:
+        partial_rows = 2 * view_height if anchor is None and self._follow else 0
+        streaming = self._streaming
+        if streaming is None:
+            streaming = self._streaming = [item for item in self._items if item.is_streaming]
+        for item in streaming:
+            if not item.rendered:
                 row = self._render_item(console, item, width, partial_rows if item is last else 0)
                 changed_top = item.top + row if changed_top is None else min(changed_top, item.top + row)
                 self._layout_stale = True
@@ -655,9 +683,18 @@ class MessageList(ScrollView, can_focus=True):
                     break
                 if not item.rendered or item.width != width:
                     row = self._render_item(console, item, width, partial_rows if item is last else 0)
-                    changed_top = item.top + row if changed_top is None else min(changed_top, item.top + row)
-                    rendered_any = True
-                    self._layout_stale = True
+                elif item.partial and top <= item.top + item.placeholder:
+                    # The view reached the blank rows of a partial render: render it in full, keeping the
+                    # rows below where they are (the partial's end is exact, its blank rows an estimate).
+                    old_height = item.height
+                    row = self._render_item(console, item, width)
+                    if anchor is not None and anchor[0] is item:
+                        anchor = (item, max(0, anchor[1] + item.height - old_height))
+                else:
+                    continue
+                changed_top = item.top + row if changed_top is None else min(changed_top, item.top + row)
+                rendered_any = True
+                self._layout_stale = True
             if not rendered_any:
                 break
         if self._layout_stale:
@@ -731,12 +768,27 @@ class MessageList(ScrollView, can_focus=True):
         self._last_flush = monotonic()
         self._sync()
 
+    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True) -> bool:
+        # Called by the screen's layout pass, before it paints: a widget that was just shown (or resized)
+        # catches up here, once, so that its first frame is already up to date. The Resize and Show events
+        # come after that frame; they only cover what this missed.
+        adjusting, self._adjusting = self._adjusting, True
+        try:
+            changed = super()._size_updated(size, virtual_size, container_size, layout)
+        finally:
+            self._adjusting = adjusting
+        if size.width and size.height and (self._sync_pending or self._body_width() != self._width):
+            self._sync()
+        return changed
+
     def on_show(self, event: events.Show) -> None:
-        # Whatever arrived while the tab was hidden is rendered now, once.
-        self._sync()
+        # Whatever arrived while the tab was hidden is rendered now, once (usually already by `_size_updated`).
+        if self._sync_pending:
+            self._sync()
 
     def on_resize(self, event: events.Resize) -> None:
-        self._sync()
+        if self._sync_pending or self._body_width() != self._width:
+            self._sync()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -751,8 +803,8 @@ class MessageList(ScrollView, can_focus=True):
 
         With `partial_rows`, an assistant message with much new text (a hidden tab's reply, a session just
         opened) is rendered from the last block boundary that leaves at least that many rows, with estimated
-        blank rows above: the frame that shows its end comes at once, and the full render follows right after
-        it (`_complete_partials`).
+        blank rows above: the frame that shows its end comes at once, and the full render waits until the view
+        reaches those blank rows (`_sync`, or `render_line` for a jump straight there).
         """
         message = item.entry.message
         first_changed = 0
@@ -789,6 +841,8 @@ class MessageList(ScrollView, can_focus=True):
             footer = _render_plain(console, f"⚠ {error} — press r to retry", width)
         item.body = body
         item.partial = partial
+        if not partial:
+            item.placeholder = 0
         item.footer = footer
         item.width = width
         item.dirty = False
@@ -811,26 +865,12 @@ class MessageList(ScrollView, can_focus=True):
             return None
         placeholder = Strip.blank(width)
         end_lines = _render_markdown(console, text[start:], width)
-        body = [placeholder] * _estimate_rows(text[:start], width) + end_lines
+        item.placeholder = _estimate_rows(text[:start], width)
+        body = [placeholder] * item.placeholder + end_lines
         item.scanner = None
         item.done_body, item.done_end, item.done_width = [], 0, 0
         item.code_start = -1
-        if not self._completion_scheduled:
-            self._completion_scheduled = True
-            self.call_after_refresh(self._complete_partials)
         return body
-
-    def _complete_partials(self) -> None:
-        """Replace partial renders with full ones, once the frame showing them is out."""
-        self._completion_scheduled = False
-        for item in self._items:
-            if item.partial:
-                item.dirty = True
-        self._allow_partial = False
-        try:
-            self._sync()
-        finally:
-            self._allow_partial = True
 
     def _render_streaming(self, console: Console, item: _Item, width: int) -> tuple[list[Strip], int]:
         """Render a streaming reply: finished blocks once (kept as lines), the live tail every time."""
@@ -961,7 +1001,9 @@ class MessageList(ScrollView, can_focus=True):
         item = self._item_at(round(self.scroll_y) + y)
         if item is None:
             return Strip.blank(content_width, self._get_styles().base)
-        if item.width != self._width and self._width:
+        if self._width and (
+            item.width != self._width or (item.partial and 0 < round(self.scroll_y) + y - item.top <= item.placeholder)
+        ):
             # Painted before a sync reached it (rare): render now, let a sync settle heights after the frame.
             # (An item that is merely dirty keeps serving its old lines until the next flush.)
             self._render_item(self.app.console, item, self._width)
@@ -995,7 +1037,7 @@ class MessageList(ScrollView, can_focus=True):
                 self._refresh_item(item)
         if new_value is not None:
             self._scroll_into_view(self._by_id[new_value])
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
 
     def _scroll_into_view(self, item: _Item) -> None:
         """Scroll the least distance that shows the item (its top, when it is taller than the view)."""
@@ -1028,6 +1070,18 @@ class MessageList(ScrollView, can_focus=True):
             return self._by_id.get(self.selected_id)
         return self._items[-1] if self._items else None
 
+    _CHECKED_ACTIONS: ClassVar[tuple[str, ...]] = ("clear_selection", "copy", "regenerate", "retry", "edit", "sibling")
+
+    def _refresh_bindings_if_changed(self) -> None:
+        """Ask for a bindings refresh only when `check_action`'s answers changed.
+
+        Each refresh rebuilds the Footer: moving the selection between messages of the same kind must not.
+        """
+        state = tuple(self.check_action(action, ()) for action in self._CHECKED_ACTIONS)
+        if state != self._bindings_state:
+            self._bindings_state = state
+            self.refresh_bindings()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         item = self._target()
         if action == "clear_selection":
@@ -1054,7 +1108,7 @@ class MessageList(ScrollView, can_focus=True):
         if self.selected_id is None:
             self.selected_id = self._items[-1].id
             return
-        index = self._items.index(self._by_id[self.selected_id])
+        index = self._index(self._by_id[self.selected_id])
         if index > 0:
             self.selected_id = self._items[index - 1].id
         else:
@@ -1064,7 +1118,7 @@ class MessageList(ScrollView, can_focus=True):
     def action_select_next(self) -> None:
         if self.selected_id is None:
             return
-        index = self._items.index(self._by_id[self.selected_id])
+        index = self._index(self._by_id[self.selected_id])
         if index + 1 < len(self._items):
             self.selected_id = self._items[index + 1].id
 
