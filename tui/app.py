@@ -26,10 +26,6 @@ from tui.widgets.chat_tab import ChatTab
 if TYPE_CHECKING:
     from tui.screens.session_browser import SessionBrowser
 
-OPTION_DIGITS = (
-    "inverted_exclamation_mark", "trade_mark_sign", "pound_sign", "cent_sign", "infinity",
-    "section_sign", "pilcrow_sign", "bullet", "ª",
-)  # fmt: skip
 OPEN_TABS_STATE = "open_tabs"
 THEME_STATE = "theme"
 MAX_LABEL = 22
@@ -46,11 +42,7 @@ class ChatApp(App[None]):
         Binding("ctrl+w", "close_tab", "Close", id="app.close_tab", priority=True),
         Binding("ctrl+pagedown,alt+right", "next_tab", "Next tab", show=False, id="app.next_tab"),
         Binding("ctrl+pageup,alt+left", "previous_tab", "Previous tab", show=False, id="app.previous_tab"),
-        # Textual reads xterm's and tmux's alt+digit (ESC digit) as the macOS option-digit characters.
-        *(
-            Binding(f"alt+{n},{key}", f"goto_tab({n})", f"Tab {n}", show=False, id=f"app.goto_tab_{n}", priority=True)
-            for n, key in enumerate(OPTION_DIGITS, start=1)
-        ),
+        *(Binding(f"alt+{n}", f"goto_tab({n})", f"Tab {n}", show=False, id=f"app.goto_tab_{n}") for n in range(1, 10)),
         Binding("ctrl+o", "sessions", "Chats", id="app.sessions"),
         Binding("f2", "rename", "Rename", id="app.rename"),
         Binding("f3", "choose_model", "Model", id="app.choose_model"),
@@ -206,8 +198,7 @@ class ChatApp(App[None]):
         await self.add_tab()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # A dialog's text field keeps ctrl+w (delete a word) and the option-digit characters: never close or switch
-        # the tab behind a modal screen.
+        # A dialog's text field keeps ctrl+w (delete a word): never close or switch the tab behind a modal screen.
         if action in ("close_tab", "goto_tab"):
             return self.screen is self.screen_stack[0]
         return True
