@@ -490,3 +490,56 @@ async def test_entry_reports_streamed_text() -> None:
         entry = view.entry(1)
         assert entry is not None and entry.message.content == "Hello world"
         assert view.entry(99) is None
+
+
+async def test_becoming_visible_renders_once_and_paints_up_to_date(count_renders: list[str]) -> None:
+    paragraphs = [f"Paragraph {n}: " + "some words " * 20 for n in range(80)]
+    reply = "\n\n".join([*paragraphs, "The last paragraph."])
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(2) + [ChatEntry(make_message(3, "assistant", "", Status.STREAMING))])
+        await settle(pilot)
+        app.query_one("#pane").display = False
+        await settle(pilot)
+        view.append_text(3, reply)
+        view.update_entry(ChatEntry(make_message(3, "assistant", reply)))
+        await settle(pilot)
+        count_renders.clear()
+        frames: list[str] = []
+        refresh = app.screen._compositor_refresh
+
+        def observed_refresh() -> None:
+            refresh()
+            if view.region.height:
+                frames.append("\n".join(visible_lines(view)))
+
+        app.screen._compositor_refresh = observed_refresh
+        app.query_one("#pane").display = True
+        await settle(pilot)
+        del app.screen._compositor_refresh
+        assert frames, "the widget was painted"
+        assert all("The last paragraph." in frame for frame in frames), "no stale frame before the reply's end"
+        # One render, of the end only: the rest waits until the view gets there.
+        assert len(count_renders) == 1
+        assert len(count_renders[0]) < len(reply) // 2
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        assert len(count_renders) == 2
+        assert not any(item.partial for item in view._items)
+        assert "Message 1" in "\n".join(visible_lines(view))
+
+
+async def test_moving_the_selection_refreshes_bindings_only_when_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries([ChatEntry(make_message(n, "assistant", f"Reply {n}")) for n in range(1, 6)])
+        view.focus()
+        await settle(pilot)
+        calls: list[None] = []
+        monkeypatch.setattr(view, "refresh_bindings", lambda: calls.append(None))
+        await pilot.press("up")  # a selection appears: escape now applies
+        assert len(calls) == 1
+        await pilot.press("up", "up", "down")
+        assert len(calls) == 1

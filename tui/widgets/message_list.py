@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from time import monotonic
 from typing import ClassVar
@@ -433,6 +434,9 @@ class MessageList(ScrollView, can_focus=True):
         """The streaming items (few, usually the last one), or None to recompute."""
         self._sync_pending = True
         """A sync was skipped (hidden or not laid out yet): the next layout that shows the widget runs it."""
+        self._batch_depth = 0
+        """Inside `_one_sync`: syncs are deferred to its end."""
+        self._batched_sync = False
         """(message id, index) of the code block "Y" copied last, to cycle on repeated presses."""
         if entries:
             self._replace_items(entries)
@@ -623,6 +627,18 @@ class MessageList(ScrollView, can_focus=True):
             return None
         return item, scroll_y - item.top
 
+    @contextmanager
+    def _one_sync(self) -> Iterator[None]:
+        """Run the syncs requested inside the block as one, at its end (a key press asks for several)."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if not self._batch_depth and self._batched_sync:
+                self._batched_sync = False
+                self._sync()
+
     def _sync(self, anchor: tuple[_Item, int] | None = None) -> None:
         """Bring what the viewport shows up to date.
 
@@ -630,6 +646,9 @@ class MessageList(ScrollView, can_focus=True):
         region, corrects heights, then restores the scroll position: the bottom when following, otherwise the
         row that was at the top (so heights changing above the viewport do not move its content).
         """
+        if self._batch_depth and anchor is None:
+            self._batched_sync = True
+            return
         if not self._is_shown():
             self._sync_pending = True
             return
@@ -713,11 +732,7 @@ class MessageList(ScrollView, can_focus=True):
         total = self._total
         if streamed and total > self._reserved_height:
             self._reserved_height = total + max(4, self.scrollable_content_region.height // 4)
-        size = Size(self.scrollable_content_region.width, max(total, self._reserved_height))
-        if size != self.virtual_size:
-            # Set without the layout pass the reactive would trigger: our height never depends on content.
-            self.set_reactive(Widget.virtual_size, size)
-            self._scroll_update(size)
+        self._publish_size()
         old_scroll = round(self.scroll_y)
         if anchor is None:
             target = self.max_scroll_y if self._follow else min(old_scroll, self.max_scroll_y)
@@ -731,6 +746,14 @@ class MessageList(ScrollView, can_focus=True):
             end = min(changed_end, view_top + self.size.height)
             if start < end:
                 self.refresh_lines(start, end - start)
+
+    def _publish_size(self) -> None:
+        """Set the virtual size from the layout (and the rows reserved for a stream)."""
+        size = Size(self.scrollable_content_region.width, max(self._total, self._reserved_height))
+        if size != self.virtual_size:
+            # Set without the layout pass the reactive would trigger: our height never depends on content.
+            self.set_reactive(Widget.virtual_size, size)
+            self._scroll_update(size)
 
     def _set_scroll_y(self, y: float) -> None:
         """Move the view without it counting as a user scroll."""
@@ -1036,7 +1059,8 @@ class MessageList(ScrollView, can_focus=True):
             if message_id is not None and (item := self._by_id.get(message_id)) is not None:
                 self._refresh_item(item)
         if new_value is not None:
-            self._scroll_into_view(self._by_id[new_value])
+            with self._one_sync():
+                self._scroll_into_view(self._by_id[new_value])
         self._refresh_bindings_if_changed()
 
     def _scroll_into_view(self, item: _Item) -> None:
@@ -1044,8 +1068,10 @@ class MessageList(ScrollView, can_focus=True):
         if not self._width or not self._is_shown():
             return
         if not item.rendered:
+            # Its real height is needed for the target; the window around the target is rendered by the sync.
             self._render_item(self.app.console, item, self._width)
-            self._layout_stale = True
+            self._layout()
+            self._publish_size()
             self._sync()
         if self._layout_stale:
             self._layout()
@@ -1103,37 +1129,41 @@ class MessageList(ScrollView, can_focus=True):
         return True
 
     def action_select_previous(self) -> None:
-        if not self._items:
-            return
-        if self.selected_id is None:
-            self.selected_id = self._items[-1].id
-            return
-        index = self._index(self._by_id[self.selected_id])
-        if index > 0:
-            self.selected_id = self._items[index - 1].id
-        else:
-            self._scroll_into_view(self._items[0])
-            self._request_earlier()
+        with self._one_sync():
+            if not self._items:
+                return
+            if self.selected_id is None:
+                self.selected_id = self._items[-1].id
+                return
+            index = self._index(self._by_id[self.selected_id])
+            if index > 0:
+                self.selected_id = self._items[index - 1].id
+            else:
+                self._scroll_into_view(self._items[0])
+                self._request_earlier()
 
     def action_select_next(self) -> None:
-        if self.selected_id is None:
-            return
-        index = self._index(self._by_id[self.selected_id])
-        if index + 1 < len(self._items):
-            self.selected_id = self._items[index + 1].id
+        with self._one_sync():
+            if self.selected_id is None:
+                return
+            index = self._index(self._by_id[self.selected_id])
+            if index + 1 < len(self._items):
+                self.selected_id = self._items[index + 1].id
 
     def action_select_first(self) -> None:
-        if self._items:
-            self.selected_id = self._items[0].id
-            self._set_scroll_y(0)
-            self._follow = self.max_scroll_y == 0
-            self._sync()
-            self._request_earlier()
+        with self._one_sync():
+            if self._items:
+                self.selected_id = self._items[0].id
+                self._set_scroll_y(0)
+                self._follow = self.max_scroll_y == 0
+                self._sync()
+                self._request_earlier()
 
     def action_follow_end(self) -> None:
-        self.selected_id = None
-        self._follow = True
-        self._sync()
+        with self._one_sync():
+            self.selected_id = None
+            self._follow = True
+            self._sync()
 
     def action_clear_selection(self) -> None:
         self.selected_id = None
@@ -1193,7 +1223,8 @@ class MessageList(ScrollView, can_focus=True):
             return
         item = self._item_at(round(self.scroll_y) + offset.y)
         if item is not None:
-            self.selected_id = item.id
+            with self._one_sync():
+                self.selected_id = item.id
 
     def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         if round(self.scroll_y) == 0:
