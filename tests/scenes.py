@@ -140,13 +140,13 @@ class Scene:
     tabs: list[str]
     """Seeded sessions open at start, by name; empty: one new chat."""
     drive: Callable[[Pilot], Awaitable[None]] | None = None
+    """Pilot steps from a ready app (engine open, tabs restored) to the scene's frame."""
     active: int = 0
 
 
 async def _drive_background_stream(pilot: Pilot) -> None:
     app = pilot.app
     assert isinstance(app, ChatApp)
-    await wait_for(pilot, lambda: app_ready(app))
     await pilot.press("ctrl+t")
     await wait_for(pilot, lambda: len(app.tabs) == 2)
     # 40 tokens, then the server stalls: the background tab stays "streaming" at a fixed text.
@@ -168,9 +168,6 @@ def _streamed(tab: ChatTab) -> int:
 
 
 async def _drive_browser(pilot: Pilot) -> None:
-    app = pilot.app
-    assert isinstance(app, ChatApp)
-    await wait_for(pilot, lambda: app_ready(app))
     await pilot.press("ctrl+o")
     await pilot.pause(0.3)
     await pilot.press(*"sqlite")
@@ -178,9 +175,6 @@ async def _drive_browser(pilot: Pilot) -> None:
 
 
 async def _drive_help(pilot: Pilot) -> None:
-    app = pilot.app
-    assert isinstance(app, ChatApp)
-    await wait_for(pilot, lambda: app_ready(app))
     await pilot.press("f1")
     await pilot.pause(0.3)
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
+from textual.pilot import Pilot
 
 from core.models import Message, Role, Status
 from tui.widgets import message_list as message_list_module
@@ -457,17 +458,25 @@ async def test_resize_rewraps_messages() -> None:
     assert "word119" in "\n".join(narrow)
 
 
+BIG_REPLY = "\n\n".join([*(f"Paragraph {n}: " + "some words " * 20 for n in range(80)), "The last paragraph."])
+
+
+async def stream_while_hidden(app: ListApp, pilot: Pilot[None], reply: str) -> MessageList:
+    """Two messages shown, then a reply streamed in whole while the list's pane is hidden."""
+    view = app.query_one(MessageList)
+    view.set_entries(conversation(2) + [ChatEntry(make_message(3, "assistant", "", Status.STREAMING))])
+    await settle(pilot)
+    app.query_one("#pane").display = False
+    await settle(pilot)
+    view.append_text(3, reply)
+    return view
+
+
 async def test_big_hidden_reply_shows_its_end_then_renders_in_full() -> None:
-    paragraphs = [f"Paragraph {n}: " + "some words " * 20 for n in range(80)]
-    reply = "\n\n".join([*paragraphs, "The last paragraph."])
+    reply = BIG_REPLY
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        view = app.query_one(MessageList)
-        view.set_entries(conversation(2) + [ChatEntry(make_message(3, "assistant", "", Status.STREAMING))])
-        await settle(pilot)
-        app.query_one("#pane").display = False
-        await settle(pilot)
-        view.append_text(3, reply)
+        view = await stream_while_hidden(app, pilot, reply)
         app.query_one("#pane").display = True
         await settle(pilot)
         assert "The last paragraph." in "\n".join(visible_lines(view))
@@ -493,16 +502,10 @@ async def test_entry_reports_streamed_text() -> None:
 
 
 async def test_becoming_visible_renders_once_and_paints_up_to_date(count_renders: list[str]) -> None:
-    paragraphs = [f"Paragraph {n}: " + "some words " * 20 for n in range(80)]
-    reply = "\n\n".join([*paragraphs, "The last paragraph."])
+    reply = BIG_REPLY
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        view = app.query_one(MessageList)
-        view.set_entries(conversation(2) + [ChatEntry(make_message(3, "assistant", "", Status.STREAMING))])
-        await settle(pilot)
-        app.query_one("#pane").display = False
-        await settle(pilot)
-        view.append_text(3, reply)
+        view = await stream_while_hidden(app, pilot, reply)
         view.update_entry(ChatEntry(make_message(3, "assistant", reply)))
         await settle(pilot)
         count_renders.clear()
