@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import aclosing, asynccontextmanager
@@ -18,18 +17,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from core.config import Profile, Settings
-from core.errors import (
-    AuthenticationFailed,
-    ChatError,
-    ConnectionFailed,
-    ModelNotFound,
-    ProviderError,
-    RateLimited,
-    ServerFailed,
-    StreamBroken,
-    TimedOut,
-)
+from core.errors import ChatError, StreamBroken
 from core.models import Message, Role, Status
+from core.provider import close_chat_model, openai_chat_model, provider_error
 from core.store import Store
 
 if TYPE_CHECKING:
@@ -38,6 +28,10 @@ if TYPE_CHECKING:
 
 FLUSH_INTERVAL = 0.5
 """Seconds between saves of a streaming reply: a crash loses at most this much of it."""
+BATCH_WINDOW = 0.1
+"""Once a reply has caught up with the server, it is read at most once per this many seconds (see Turn._run)."""
+CAUGHT_UP = 0.002
+"""A chunk that took longer than this to come had to be waited for: the socket was drained."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +126,11 @@ class Turn:
             last_flush = time.monotonic()
             finished = False
             flushed = 0
+            pulled = time.monotonic()
+            window_end = 0.0
             async with aclosing(model.astream(request)) as stream:
                 async for chunk in stream:
+                    arrived = time.monotonic()
                     text = _chunk_text(chunk.content)
                     if text:
                         parts.append(text)
@@ -149,6 +146,13 @@ class Turn:
                         flushed = len(parts)
                         await store.flush_reply(reply_id, "".join(parts))
                         last_flush = time.monotonic()
+                    if parts and not finished and arrived - pulled > CAUGHT_UP:
+                        # Caught up with the server: let its next tokens gather in the socket, so that one wake-up
+                        # and one read carry a batch of them instead of one each (most of a paced token's cost).
+                        if window_end > arrived:
+                            await asyncio.sleep(window_end - arrived)
+                        window_end = time.monotonic() + BATCH_WINDOW
+                    pulled = time.monotonic()
             if not finished:
                 raise StreamBroken("The reply ended before the server finished it; the partial reply was kept.")
             finish = store.finish_reply(
@@ -209,78 +213,6 @@ def _to_langchain(history: Sequence[Message], system_prompt: str | None) -> list
     return out
 
 
-def _causes(exc: BaseException) -> list[str]:
-    """Class names along the cause chain. By name, because openai may wrap either httpx or its fork httpx2."""
-    names: list[str] = []
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            break
-        names += [cls.__name__ for cls in type(seen).__mro__]
-        seen = seen.__cause__ or seen.__context__
-    return names
-
-
-def provider_error(exc: BaseException, profile: Profile) -> ChatError:
-    """Turn whatever the OpenAI SDK or httpx raised into one of our errors, in words a user understands."""
-    import openai
-
-    where = profile.base_url or "api.openai.com"
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status in (401, 403):
-            key = profile.api_key_env or "the api_key in your config"
-            return AuthenticationFailed(f"The server at {where} rejected the API key ({status}). Check {key}.")
-        if status == 404:
-            return ModelNotFound(f"The server at {where} does not know the model '{profile.model}' (404).")
-        if status == 429:
-            retry_after = _retry_after(exc.response)
-            when = f" Try again in {retry_after:g} s." if retry_after is not None else " Try again in a moment."
-            return RateLimited(f"Rate limited by the server (429).{when}", retry_after)
-        if status >= 500:
-            return ServerFailed(f"The server at {where} failed ({status}). Try again in a moment.")
-        return ProviderError(f"The server at {where} refused the request ({status}).")
-    causes = _causes(exc)
-    if "APITimeoutError" in causes or "TimeoutException" in causes:
-        return TimedOut(f"No answer from {where} for {profile.timeout:g} s; the partial reply was kept.")
-    if "RemoteProtocolError" in causes or "ReadError" in causes or "StreamError" in causes:
-        return StreamBroken("The connection dropped mid-reply; the partial reply was kept.")
-    if "APIConnectionError" in causes or "ConnectError" in causes:
-        return ConnectionFailed(f"Cannot connect to {where}. Is the server running?")
-    if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | ValueError):
-        return StreamBroken("The server sent a malformed reply; the partial reply was kept.")
-    return ProviderError(f"The request failed: {type(exc).__name__}.")
-
-
-def _retry_after(response: Any) -> float | None:
-    try:
-        return float(response.headers["retry-after"])
-    except (KeyError, ValueError, TypeError, AttributeError):
-        return None
-
-
-def openai_chat_model(profile: Profile, api_key: str) -> BaseChatModel:
-    import openai
-    from langchain_openai import ChatOpenAI
-
-    return ChatOpenAI(
-        model=profile.model,
-        base_url=profile.base_url,
-        api_key=api_key,  # type: ignore[arg-type]
-        temperature=profile.temperature,
-        max_tokens=profile.max_tokens,  # type: ignore[call-arg]
-        timeout=profile.timeout,
-        max_retries=0,  # a retry would re-send the prompt behind the user's back; failures get a retry button
-        stream_usage=True,
-        # Its own connection pool, closed by ChatEngine.close(): langchain-openai's default pool is shared by the
-        # whole process and bound to the first event loop that used it (a later loop gets RuntimeError).
-        http_async_client=openai.DefaultAsyncHttpxClient(),
-        # Off: it wraps each chunk in asyncio.wait_for, which on Python 3.11 swallows a cancel that lands as a chunk
-        # arrives (the reply then streams on to the end). `timeout` above already bounds each read.
-        stream_chunk_timeout=None,
-    )
-
-
 class ChatEngine:
     """The headless chat engine: owns the store and the model clients. Open with ``async with ChatEngine.open(...)``."""
 
@@ -313,9 +245,7 @@ class ChatEngine:
             # shield: cancelling whoever closes us must not cut the last writes short.
             await asyncio.shield(asyncio.gather(*(t._task for t in turns), *self._pending, return_exceptions=True))
             for model in self._models.values():
-                client = getattr(model, "http_async_client", None)
-                if client is not None:
-                    await client.aclose()
+                await close_chat_model(model)
         finally:
             await self.store.close()
 

@@ -196,6 +196,33 @@ async def test_flushes_are_bounded_and_visible_while_streaming(engine: ChatEngin
     assert 3 <= writes <= 2 + 2 * elapsed, (writes, elapsed)
 
 
+async def test_a_paced_reply_is_read_in_batches_not_a_wake_up_per_token(engine: ChatEngine) -> None:
+    session = await engine.store.create_session()
+    prompt = "one token every 10 ms [[tps=100 tokens=80]]"
+    turn = await engine.send(session.id, prompt, parent_id=None)
+    arrivals: list[float] = []
+    text = []
+    async for event in turn:
+        if isinstance(event, ReplyDelta):
+            arrivals.append(time.monotonic())
+            text.append(event.text)
+
+    assert "".join(text) == reply_for(prompt, 80)
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    # Token by token, every gap would be ~10 ms; read in batches, most tokens come together with the one before.
+    together = sum(gap < 0.003 for gap in gaps)
+    assert together >= len(gaps) // 2, gaps
+
+
+async def test_closing_the_engine_closes_its_connection_pools(settings: Settings) -> None:
+    async with ChatEngine.open(settings) as engine:
+        session = await engine.store.create_session()
+        await (await engine.send(session.id, "hi [[tokens=3]]", parent_id=None)).wait()
+        model = engine.chat_model(await engine.profile_for(session.id))
+        assert not model.root_async_client.is_closed()  # type: ignore[attr-defined]
+    assert model.root_async_client.is_closed()  # type: ignore[attr-defined]
+
+
 # -- cancelling ------------------------------------------------------------------------------------------------
 
 
