@@ -21,7 +21,8 @@ from rich.console import Console
 from textual import events
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, TextArea
+from textual.widgets import DataTable, Footer, Input, TextArea
+from textual.widgets._footer import FooterKey
 from textual.worker import Worker, WorkerState
 
 from core.config import Settings, load_settings
@@ -686,6 +687,28 @@ async def test_tab_labels_mark_streaming_and_unread_replies(settings: Settings) 
         # A reply that ends in the visible tab is not unread.
         await send_and_wait(pilot, "Short one")
         assert not tab.unread and not label(app, tab).startswith(("●", "⋯"))
+
+
+async def test_the_footer_is_rebuilt_only_when_its_keys_change(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        footer = app.query_one(Footer)
+
+        def keys() -> list[FooterKey]:
+            return list(footer.query(FooterKey))
+
+        first = await new_tab(pilot)
+        await until(pilot, lambda: keys() and not footer._recompose_required)
+        shown = keys()
+        await press(pilot, "ctrl+pageup")
+        await until(pilot, lambda: app.tabbed.active != first.id, "the switch")
+        await pilot.pause(0.2)
+        assert keys() == shown  # the same widgets: a switch between two prompts changes no key
+
+        await send(pilot, "Stop me [[tokens=200 tps=20]]")
+        await until(pilot, lambda: any(key.description == "Stop reply" for key in keys()), "the Stop key")
+        assert any(key.description == "Stop reply" and not key.disabled for key in keys())
 
 
 async def test_f1_lists_the_key_bindings(settings: Settings) -> None:

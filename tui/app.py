@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent
+from textual.widgets import Header, TabbedContent
 
 from core.config import Settings
 from core.engine import ChatEngine
@@ -22,6 +22,7 @@ from core.errors import ChatError
 from core.export import to_markdown
 from core.models import Session
 from tui.widgets.chat_tab import ChatTab
+from tui.widgets.footer import SteadyFooter
 
 if TYPE_CHECKING:
     from tui.screens.session_browser import SessionBrowser
@@ -64,7 +65,7 @@ class ChatApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
         yield TabbedContent(id="tabs")
-        yield Footer()
+        yield SteadyFooter()
 
     async def on_mount(self) -> None:
         try:

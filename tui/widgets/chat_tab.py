@@ -62,7 +62,7 @@ class ChatTab(TabPane):
         Binding("escape", "cancel_reply", "Stop reply", id="tab.cancel_reply"),
     ]
 
-    streaming: reactive[bool] = reactive(False)
+    streaming: reactive[bool] = reactive(False, bindings=True)
     """A reply is streaming in this tab."""
     unread: reactive[bool] = reactive(False)
     """A reply finished while the tab was hidden."""

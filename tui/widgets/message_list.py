@@ -675,7 +675,7 @@ class MessageList(ScrollView, can_focus=True):
         view_height = self.scrollable_content_region.height
         last = self._items[-1] if self._items else None
         # Only the end of the last message shows when following: a big one may be rendered from its end first.
-        partial_rows = 2 * view_height if anchor is None and self._follow else 0
+        partial_rows = view_height + 4 if anchor is None and self._follow else 0
         streaming = self._streaming
         if streaming is None:
             streaming = self._streaming = [item for item in self._items if item.is_streaming]
