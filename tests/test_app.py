@@ -689,7 +689,9 @@ async def test_tab_labels_mark_streaming_and_unread_replies(settings: Settings) 
         assert not tab.unread and not label(app, tab).startswith(("●", "⋯"))
 
 
-async def test_the_footer_is_rebuilt_only_when_its_keys_change(settings: Settings) -> None:
+async def test_the_footer_is_rebuilt_only_when_its_keys_change_and_shows_stop_while_streaming(
+    settings: Settings,
+) -> None:
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
@@ -706,9 +708,12 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change(settings: Setting
         await pilot.pause(0.2)
         assert keys() == shown  # the same widgets: a switch between two prompts changes no key
 
-        await send(pilot, "Stop me [[tokens=200 tps=20]]")
+        tab = await send(pilot, "Stop me [[tokens=60 tps=40]]")
         await until(pilot, lambda: any(key.description == "Stop reply" for key in keys()), "the Stop key")
         assert any(key.description == "Stop reply" and not key.disabled for key in keys())
+        assert not prompt_input(tab).cursor_blink  # held still while the reply streams: a blink is a frame
+        await until(pilot, lambda: settled(tab), "the reply")
+        assert prompt_input(tab).cursor_blink
 
 
 async def test_f1_lists_the_key_bindings(settings: Settings) -> None:

@@ -38,8 +38,8 @@ __all__ = ["ChatEntry", "MessageList"]
 
 CODE_THEME = "monokai"
 """Pygments theme for fenced code: dark background, readable on the app's dark themes."""
-FLUSH_INTERVAL = 0.1
-"""Seconds between re-renders of a streaming tail (≤ 10 Hz): the tail is the only per-delta render."""
+FLUSH_INTERVAL = 0.15
+"""Seconds between re-renders of a streaming tail (under 7 Hz): the tail is the only per-delta render."""
 CODE_PIECE_LINES = 4
 """Complete lines of an open code block rendered as one piece (see `MessageList._render_open_fence`)."""
 PARTIAL_CHARS = 3000
@@ -785,7 +785,7 @@ class MessageList(ScrollView, can_focus=True):
             self._request_earlier()
 
     def _flush(self) -> None:
-        """Render the streamed text that arrived since the last flush (the ≤ 10 Hz timer's callback)."""
+        """Render the streamed text that arrived since the last flush (the FLUSH_INTERVAL timer's callback)."""
         self._flush_timer = None
         self._flush_pending = False
         self._last_flush = monotonic()

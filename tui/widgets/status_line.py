@@ -8,7 +8,7 @@ from textual.widget import Widget
 
 
 class StatusLine(Widget):
-    """Model, tokens, time to first token, tokens per second: refreshed twice a second while a reply streams."""
+    """Model, tokens, time to first token, tokens per second: refreshed every second while a reply streams."""
 
     text: reactive[str] = reactive("", layout=False)
     """The line's text; plain, never markup."""
