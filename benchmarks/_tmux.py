@@ -74,6 +74,7 @@ class Tmux:
         self.last_output = 0.0
         self.output_times: deque[float] = deque(maxlen=200_000)
         self.closed = False
+        self.exit_reason = ""
         self.pane = ""
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -174,6 +175,7 @@ class Tmux:
                 self._block_outputs = self.outputs
                 self._block_last_output = self.last_output
             elif raw.startswith(b"%exit"):
+                self.exit_reason = raw.decode("utf-8", "replace").strip()
                 break
         with self._cond:
             self.closed = True
@@ -189,7 +191,7 @@ class Tmux:
             with self._cond:
                 while not self._replies:
                     if self.closed:
-                        raise TmuxError("tmux control client exited")
+                        raise TmuxError(f"tmux control client exited ({self.exit_reason or 'no %exit line'})")
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise TmuxError(f"no reply from tmux to {line!r}")

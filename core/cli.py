@@ -10,7 +10,6 @@ import asyncio
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -24,10 +23,23 @@ DEMO_TOKENS_PER_SECOND = 80.0
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("chat-tui")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked: importing importlib.metadata costs ~15 ms of every start."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help="show the version")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"chat-tui {_version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A terminal chat client for LLMs. Without a command, opens the app.",
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"chat-tui {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     ask = commands.add_parser("ask", parents=[common], help="send a prompt, stream the reply to stdout, save the turn")

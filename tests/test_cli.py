@@ -301,6 +301,19 @@ def test_the_parser_imports_neither_textual_nor_the_model_client() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_the_app_module_leaves_heavy_imports_for_after_the_first_frame() -> None:
+    # The model client (openai, langchain) and the Markdown renderer are imported by a thread once the app shows.
+    done = _run_python(
+        "-c",
+        "import tui.app, sys\n"
+        "late = ('openai', 'langchain_openai', 'langchain_core', 'markdown_it', 'rich.markdown',\n"
+        "        'importlib.metadata')\n"
+        "print(sorted(name for name in late if name in sys.modules))",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("flag", ["--help", "--version"])
 def test_help_and_version_answer_without_heavy_imports(flag: str) -> None:
     done = _run_python("-X", "importtime", "-m", "tui", flag)

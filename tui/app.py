@@ -23,6 +23,7 @@ from core.export import to_markdown
 from core.models import Session
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.footer import SteadyFooter
+from tui.widgets.message_list import preload_markdown
 
 if TYPE_CHECKING:
     from tui.screens.session_browser import SessionBrowser
@@ -84,7 +85,8 @@ class ChatApp(App[None]):
             await self.add_tab()
         index = state.get("active", 0)
         self.activate(self.tabs[index if 0 <= index < len(self.tabs) else 0])
-        self._preload()
+        # After the first frame: the imports hold the GIL, and would slow the frame down from their thread.
+        self.call_after_refresh(self._preload)
 
     async def on_unmount(self) -> None:
         await self._exit_stack.aclose()
@@ -92,6 +94,7 @@ class ChatApp(App[None]):
     @work(thread=True, exit_on_error=False)
     def _preload(self) -> None:
         # The model client costs ~0.7 s to import and ~0.2 s to build: pay both now, not on the first send.
+        preload_markdown()
         ChatEngine.preload()
         if self.engine is not None:
             with contextlib.suppress(ChatError):

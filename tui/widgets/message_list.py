@@ -7,17 +7,16 @@ bounded rate. Only messages near the viewport are rendered; the others carry est
 
 from __future__ import annotations
 
+import functools
 import re
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from time import monotonic
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from markdown_it import MarkdownIt
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -33,6 +32,10 @@ from textual.widget import Widget
 
 from core.models import Message, Role, Status
 from core.text import inert
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from rich.markdown import Markdown
 
 __all__ = ["ChatEntry", "MessageList"]
 
@@ -60,33 +63,51 @@ def inert_text(text: str) -> str:
     return inert(text.replace("\r\n", "\n")).expandtabs(4)
 
 
-class _Markdown(Markdown):
-    """Rich's Markdown with one shared parser.
+def _parser() -> MarkdownIt:
+    """One shared MarkdownIt parser: building one costs more than parsing and rendering a paragraph."""
+    global _PARSER
+    if _PARSER is None:
+        from markdown_it import MarkdownIt
 
-    Building a MarkdownIt parser costs more than parsing and rendering a paragraph, and a streaming tail is
-    rendered up to ten times a second. Mirrors `rich.markdown.Markdown.__init__` (rich 15);
-    tests/test_message_list.py checks that both render the same lines.
-    """
+        _PARSER = MarkdownIt().enable("strikethrough").enable("table")
+    return _PARSER
 
-    _parser: ClassVar[MarkdownIt | None] = None
 
-    def __init__(self, markup: str, code_theme: str = CODE_THEME) -> None:
-        parser = _Markdown._parser
-        if parser is None:
-            parser = _Markdown._parser = MarkdownIt().enable("strikethrough").enable("table")
-        self.markup = markup
-        self.parsed = parser.parse(markup)
-        self.code_theme = code_theme
-        self.justify = None
-        self.style = "none"
-        self.hyperlinks = True
-        self.inline_code_lexer = None
-        self.inline_code_theme = code_theme
+_PARSER: MarkdownIt | None = None
+
+
+@functools.cache
+def _markdown_class() -> type[Markdown]:
+    """Rich's Markdown with the shared parser, defined on first use: markdown_it and rich.markdown take ~50 ms to
+    import, which the first frame of an empty tab need not wait for (the app preloads them after it)."""
+    from rich.markdown import Markdown
+
+    class SharedParserMarkdown(Markdown):
+        """Mirrors `rich.markdown.Markdown.__init__` (rich 15) but for the parser; tests/test_message_list.py
+        checks that both render the same lines."""
+
+        def __init__(self, markup: str, code_theme: str = CODE_THEME) -> None:
+            self.markup = markup
+            self.parsed = _parser().parse(markup)
+            self.code_theme = code_theme
+            self.justify = None
+            self.style = "none"
+            self.hyperlinks = True
+            self.inline_code_lexer = None
+            self.inline_code_theme = code_theme
+
+    return SharedParserMarkdown
+
+
+def preload_markdown() -> None:
+    """Import the Markdown renderer ahead of the first reply (the app calls this from a thread)."""
+    _markdown_class()
+    _parser()
 
 
 def _render_markdown(console: Console, text: str, width: int) -> list[Strip]:
     """Render Markdown to lines of exactly `width` cells (the one place replies are rendered)."""
-    markdown = _Markdown(inert_text(text))
+    markdown = _markdown_class()(inert_text(text))
     lines = console.render_lines(markdown, console.options.update(width=width, height=None))
     return [Strip(line, width) for line in lines]
 
@@ -106,7 +127,7 @@ def _estimate_rows(text: str, width: int) -> int:
 
 def code_blocks(markdown_text: str) -> list[str]:
     """The contents of the fenced and indented code blocks in `markdown_text`, in order."""
-    tokens = MarkdownIt().parse(markdown_text)
+    tokens = _parser().parse(markdown_text)
     return [token.content for token in tokens if token.type in ("fence", "code_block")]
 
 
