@@ -62,9 +62,7 @@ costs elia 19 CPU-s, oterm 7):
                               the prompt -> the prompt's text (a unique growing string) shows it (polled
                               every 2 ms)                                       floors 50 ms / 150 ms
            rss.8tabs_mib      VmRSS once every tab's reply is at >= 2,000 tokens              floor 200 MiB
-           then ctrl+pagedown from tab 8 to tab 1, 2, ..., 7 in turn, 0.3 s apart (alt+N cannot be used:
-           textual 8.2.8 reads the ESC+digit that xterm and tmux send for alt+digit as macOS characters, and
-           the prompt gets "¡™£¢∞§¶•ª"):
+           then ctrl+pagedown from tab 8 to tab 1, 2, ..., 7 in turn, 0.3 s apart:
            tabs8.switch_done_ms  -> tab 2's reply (2,000 tokens, completed while hidden) fully rendered
                                                                                                 floor 100 ms
            tabs8.switch_streaming_ms  -> tab 1, 3..7's reply (2,000-2,700 tokens, still streaming while hidden)
@@ -700,8 +698,7 @@ def scenario_tabs8(ctx: Context) -> None:
             time.sleep(max(0.0, max(starts) + 20.3 - time.monotonic()))
             ctx.results.add("rss.8tabs_mib", rss_mib(app.pid))
 
-            # ctrl+pagedown from tab 8 to tab 1, 2, ... 7 in turn. (alt+N cannot be used: textual 8.2.8 reads the
-            # ESC+digit that xterm and tmux send for alt+digit as macOS characters, see the report.) Tab 2's
+            # ctrl+pagedown from tab 8 to tab 1, 2, ... 7 in turn. Tab 2's
             # 2,000-token reply completed while hidden; the others are still streaming, at >= 2,000 tokens.
             for i in range(1, 8):
                 prompt = prompts[i - 1]

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 from textual import events
+from textual._xterm_parser import XTermParser
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Footer, Input, TextArea
@@ -29,6 +30,7 @@ from core.config import Settings, load_settings
 from core.models import Role, Status
 from core.server import LocalServer, parse_directives, reply_text, strip_directives
 from tui.app import ChatApp
+from tui.keys import read_escape_digits_as_alt
 from tui.screens.dialogs import TextPrompt
 from tui.screens.help import HelpScreen
 from tui.screens.session_browser import SessionBrowser
@@ -82,6 +84,15 @@ async def press(pilot: Pilot[Any], *keys: str) -> None:
         event.set_sender(pilot.app)  # as the driver sends it: the key bubbles up to the app's bindings
         pilot.app.post_message(event)
         await pilot.pause(0)
+
+
+async def terminal_input(pilot: Pilot[Any], data: str) -> None:
+    """Send raw terminal input through Textual's own parser, as the driver does (escape sequences included)."""
+    parser = XTermParser()
+    for event in [*parser.feed(data), *parser.feed("")]:
+        event.set_sender(pilot.app)
+        pilot.app.post_message(event)
+    await pilot.pause(0)
 
 
 def expected_reply(prompt: str) -> str:
@@ -714,6 +725,22 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change_and_shows_stop_wh
         assert not prompt_input(tab).cursor_blink  # held still while the reply streams: a blink is a frame
         await until(pilot, lambda: settled(tab), "the reply")
         assert prompt_input(tab).cursor_blink
+
+
+async def test_alt_digit_as_xterm_and_tmux_send_it_goes_to_the_tab_and_types_nothing(settings: Settings) -> None:
+    read_escape_digits_as_alt()  # as the launcher does
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        first = app.active_tab
+        second = await new_tab(pilot)
+        await terminal_input(pilot, "\x1b1")  # alt+1 in xterm and tmux: ESC 1
+        await until(pilot, lambda: app.active_tab is first, "tab 1")
+        await terminal_input(pilot, "\x1b2")
+        await until(pilot, lambda: app.active_tab is second, "tab 2")
+        await terminal_input(pilot, "¡£")  # typed characters stay characters
+        await until(pilot, lambda: prompt_input(second).text == "¡£", "the typed text")
+        assert first is not None and prompt_input(first).text == ""
 
 
 async def test_f1_lists_the_key_bindings(settings: Settings) -> None:

@@ -17,7 +17,9 @@ def launch(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with demo_server(settings) as settings:
         from tui.app import ChatApp
+        from tui.keys import read_escape_digits_as_alt
 
+        read_escape_digits_as_alt()
         app = ChatApp(settings)
         app.run()
     return app.return_code or 0

@@ -52,6 +52,9 @@ class PromptInput(TextArea):
             event.stop()
             event.prevent_default()
             self.insert("\n")
+        elif event.key.startswith("alt+") and event.key[-1].isdigit():
+            # alt+1…9 go to a tab: TextArea would type the digit the key event carries as its character.
+            event.prevent_default()  # TextArea's handler, not the bubbling to the app's binding
         else:
             await super()._on_key(event)
 
