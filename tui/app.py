@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -69,6 +71,12 @@ class ChatApp(App[None]):
         yield SteadyFooter()
 
     async def on_mount(self) -> None:
+        # Closing the terminal window (SIGHUP) or a plain `kill` (SIGTERM) would end the process on the spot and
+        # lose up to a flush interval of each streaming reply; exiting the app saves them as interrupted.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not on Windows / main thread
+                loop.add_signal_handler(signum, self.exit)
         try:
             self.engine = await self._exit_stack.enter_async_context(ChatEngine.open(self.settings))
         except ChatError as error:

@@ -245,6 +245,7 @@ class ChatTab(TabPane):
         self._live_text = []
         self.stats = TurnStats(started=time.monotonic())
         self.streaming = True
+        self.refresh_status()  # "streaming…" at once; figures follow every second
         self._stream(turn)
 
     @work(group="stream", exit_on_error=False)
@@ -258,6 +259,7 @@ class ChatTab(TabPane):
                 if isinstance(event, ReplyDelta):
                     if self.stats.first_token is None:
                         self.stats.first_token = time.monotonic()
+                        self.refresh_status()
                     self.stats.chunks += 1
                     self._live_text.append(event.text)
                     message_list.append_text(reply_id, event.text)

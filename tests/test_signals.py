@@ -1,0 +1,85 @@
+"""The app as a real process in a pseudo-terminal: closing the terminal (SIGHUP) or `kill` (SIGTERM) mid-reply."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ROOT, query
+
+
+def _drain(fd: int) -> None:
+    """Read the app's screen output until the terminal closes, so that its writes never block."""
+    while True:
+        try:
+            if not os.read(fd, 65536):
+                return
+        except OSError:
+            return
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_a_signal_mid_reply_exits_cleanly_and_keeps_the_partial_reply(tmp_path: Path, signum: int) -> None:
+    db = tmp_path / "chat.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_TUI_", "OPENAI_"))}
+    env.update(TERM="xterm-256color", XDG_CONFIG_HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path))
+    master, slave = pty.openpty()
+    os.set_blocking(master, True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tui", "--demo", "--db", str(db)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    threading.Thread(target=_drain, args=(master,), daemon=True).start()
+    try:
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            try:
+                return query(db, sql) if db.exists() else []
+            except sqlite3.OperationalError:  # created, not migrated yet
+                return []
+
+        def reply() -> tuple[str, int] | None:
+            found = rows("SELECT status, length(content) FROM messages WHERE role = 'assistant'")
+            return found[0] if found else None
+
+        deadline = time.monotonic() + 30
+        sent = 0.0
+        # Type the prompt once the app has opened its database (the first frame comes before that), and again
+        # if a slow machine had no prompt ready to take it.
+        while (row := reply()) is None or row[1] == 0:
+            assert time.monotonic() < deadline, "no reply was flushed"
+            ready = rows("SELECT name FROM sqlite_master WHERE name = 'messages'")
+            if ready and row is None and time.monotonic() - sent > 3:
+                time.sleep(0.3)
+                os.write(master, b"Keep talking [[tokens=3000 tps=60]]\r")
+                sent = time.monotonic()
+            time.sleep(0.05)
+        assert row[0] == "streaming"
+        time.sleep(0.4)
+        process.send_signal(signum)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+
+    status, length = reply() or ("", 0)
+    # Saved by the app on its way out: a killed process would leave the row 'streaming' at its last flush.
+    assert status == "interrupted" and length > 0
