@@ -513,18 +513,17 @@ async def test_a_failing_tab_beside_a_healthy_one_and_retry(
         assert error.message.status is Status.ERROR
         assert error.message.error is not None and "(500)" in error.message.error
         assert "Traceback" not in error.message.error
-        await until(pilot, lambda: "press r to retry" in screen_text(app), "the error on screen")
+        await until(pilot, lambda: "ctrl+r to retry" in screen_text(app), "the error on screen")
 
         await until(pilot, lambda: settled(good), "the healthy reply")
         assert last_reply(good).message.status is Status.COMPLETE
         assert last_reply(good).message.content == expected_reply(healthy)
         await until(pilot, lambda: good.unread and label(app, good).startswith("● "), "the unread mark")
 
-        # The server is back: r on the failed reply makes a new reply beside it, which completes.
+        # The server is back: ctrl+r, from the prompt, makes a new reply beside the failed one, which completes.
         server.options.status = None
-        await pilot.press("shift+tab")  # from the prompt to the message list
-        assert app.focused is message_list(bad)
-        await pilot.press("r")
+        assert app.focused is prompt_input(bad)
+        await pilot.press("ctrl+r")
         await until(pilot, lambda: bad.turn is not None and bad.turn.reply.id != error.message.id and settled(bad))
         retried = last_reply(bad)
         assert retried.message.status is Status.COMPLETE

@@ -407,7 +407,7 @@ async def test_error_message_shows_its_text_and_r_retries() -> None:
         await settle(pilot)
         text = "\n".join(visible_lines(view))
         assert "Partial" in text
-        assert "The server is down." in text and "press r to retry" in text
+        assert "The server is down." in text and "ctrl+r to retry" in text
         await pilot.press("r")
         assert [type(m) for m in app.posted] == [MessageList.RetryRequested]
         assert app.posted[0].message_id == 2

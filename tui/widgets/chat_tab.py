@@ -22,7 +22,7 @@ from textual.widgets import Static, TabPane
 from core.config import Profile
 from core.engine import ChatEngine, ReplyDelta, ReplyFailed, ReplyFinished, ReplyUsage, Turn
 from core.errors import ChatError
-from core.models import Message, Session
+from core.models import Message, Role, Session, Status
 from tui.widgets.message_list import ChatEntry, MessageList
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.status_line import StatusLine
@@ -60,6 +60,8 @@ class ChatTab(TabPane):
 
     BINDINGS = [
         Binding("escape", "cancel_reply", "Stop reply", id="tab.cancel_reply"),
+        # Works from the prompt, where the focus nearly always is (r in the message list needs the reply selected).
+        Binding("ctrl+r", "retry_last", "Retry", id="tab.retry_last"),
     ]
 
     streaming: reactive[bool] = reactive(False, bindings=True)
@@ -182,6 +184,7 @@ class ChatTab(TabPane):
             message_list.selected_id = select
         self._set_empty(not messages)
         self.refresh_status()
+        self.refresh_bindings()  # Retry shows when the last reply failed
         self.post_message(self.SessionBound(self))
 
     @on(MessageList.LoadEarlierRequested)
@@ -288,7 +291,22 @@ class ChatTab(TabPane):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_reply":
             return self.streaming
+        if action == "retry_last":
+            return not self.streaming and self._failed_reply() is not None
         return True
+
+    def _failed_reply(self) -> Message | None:
+        """The last reply shown, if it failed or was interrupted."""
+        lists = self.query(MessageList)
+        entries = lists.first().entries if lists else []
+        last = entries[-1].message if entries else None
+        if last is not None and last.role is Role.ASSISTANT and last.status in (Status.ERROR, Status.INTERRUPTED):
+            return last
+        return None
+
+    async def action_retry_last(self) -> None:
+        if (failed := self._failed_reply()) is not None:
+            await self._branch_action(failed.id, regenerate=True)
 
     # -- branches --------------------------------------------------------------------------------------------
 

@@ -882,7 +882,7 @@ class MessageList(ScrollView, can_focus=True):
             footer = [Strip([Segment(INTERRUPTED_NOTE)]).adjust_cell_length(width)]
         elif message.status == Status.ERROR:
             error = (message.error or "The reply failed.").strip()
-            footer = _render_plain(console, f"⚠ {error} — press r to retry", width)
+            footer = _render_plain(console, f"⚠ {error} — ctrl+r to retry", width)
         item.body = body
         item.partial = partial
         if not partial:
