@@ -426,6 +426,12 @@ async def test_regenerate_edit_and_interrupted_mark() -> None:
         view.focus()
         await settle(pilot)
         assert any("⏸ interrupted — partial reply kept" in line for line in visible_lines(view))
+        view.append_entry(ChatEntry(make_message(3, "user", "Again")))
+        view.append_entry(ChatEntry(make_message(4, "assistant", "", Status.INTERRUPTED)))
+        await settle(pilot)
+        assert any("⏸ interrupted before the first word" in line for line in visible_lines(view))
+        view.set_entries(view.entries[:2])
+        await settle(pilot)
         await pilot.press("e")  # the last message is the assistant's: nothing to edit
         await pilot.press("r")
         await pilot.press("up", "up", "r", "e")

@@ -50,6 +50,7 @@ PARTIAL_CHARS = 3000
 GUTTER = "▌"
 STREAMING_MARK = "▍"
 INTERRUPTED_NOTE = "⏸ interrupted — partial reply kept"
+INTERRUPTED_EMPTY_NOTE = "⏸ interrupted before the first word"
 
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
@@ -879,7 +880,8 @@ class MessageList(ScrollView, can_focus=True):
         if message.status == Status.STREAMING:
             footer = [Strip([Segment(STREAMING_MARK)], 1).adjust_cell_length(width)]
         elif message.status == Status.INTERRUPTED:
-            footer = [Strip([Segment(INTERRUPTED_NOTE)]).adjust_cell_length(width)]
+            note = INTERRUPTED_NOTE if text.strip() else INTERRUPTED_EMPTY_NOTE
+            footer = [Strip([Segment(note)]).adjust_cell_length(width)]
         elif message.status == Status.ERROR:
             error = (message.error or "The reply failed.").strip()
             footer = _render_plain(console, f"⚠ {error} — ctrl+r to retry", width)
