@@ -59,7 +59,9 @@ class ChatTab(TabPane):
     """A tab pane holding one conversation: messages, prompt and status line."""
 
     BINDINGS = [
-        Binding("escape", "cancel_reply", "Stop reply", id="tab.cancel_reply"),
+        # Not in the Footer: the status line says "Esc stops" while a reply streams, and a key that comes and goes
+        # with streaming would rebuild the Footer on every switch between a streaming tab and an idle one.
+        Binding("escape", "cancel_reply", "Stop reply", show=False, id="tab.cancel_reply"),
         # Works from the prompt, where the focus nearly always is (r in the message list needs the reply selected).
         Binding("ctrl+r", "retry_last", "Retry", id="tab.retry_last"),
     ]
