@@ -252,10 +252,15 @@ class ChatEngine:
     # -- plumbing the turns use ------------------------------------------------------------------------------
 
     def chat_model(self, profile: Profile) -> BaseChatModel:
+        """The model for a profile, built once. Safe from a thread: the app builds the default one ahead of use."""
         model = self._models.get(profile)
         if model is None:
             key = profile.resolve_key(self.settings.environ)
-            model = self._models[profile] = self._model_factory(profile, key.reveal())
+            built = self._model_factory(profile, key.reveal())
+            # Two builders racing (the app's preload thread and a first send) keep the first one stored: the
+            # other was never used, so it holds no connection. Overwriting instead lost a model that close()
+            # then never closed, and its pooled connection surfaced as an unclosed socket.
+            model = self._models.setdefault(profile, built)
         return model
 
     def track(self, coro: Any) -> asyncio.Future[Any]:

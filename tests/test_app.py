@@ -173,7 +173,7 @@ async def started(pilot: Pilot[Any]) -> ChatApp:
     assert isinstance(app, ChatApp)
     await until(pilot, lambda: app.active_tab is not None and app.active_tab.is_mounted, "the first tab")
     # The model client is imported in a thread after the first frame: let it finish before timing-free key presses.
-    await until(pilot, lambda: not any(w.name == "_preload" and not w.is_finished for w in app.workers), "preload")
+    await until(pilot, lambda: app.preloaded, "preload")
     return app
 
 

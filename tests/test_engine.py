@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,6 +224,26 @@ async def test_closing_the_engine_closes_its_connection_pools(settings: Settings
         model = engine.chat_model(await engine.profile_for(session.id))
         assert not model.root_async_client.is_closed()  # type: ignore[attr-defined]
     assert model.root_async_client.is_closed()  # type: ignore[attr-defined]
+
+
+def test_two_builders_of_one_model_at_once_end_up_sharing_it(settings: Settings) -> None:
+    # The app builds the default model in a thread while a first send may build it too: one must win, or the
+    # other's connection pool is never closed.
+    built: list[object] = []
+    both_building = threading.Barrier(2)
+
+    def factory(profile: Profile, key: str) -> Any:
+        model = object()
+        built.append(model)
+        both_building.wait(5)
+        return model
+
+    engine = ChatEngine(settings, store=None, model_factory=factory)  # type: ignore[arg-type]
+    profile = settings.profile()
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: engine.chat_model(profile), range(2))
+    assert len(built) == 2
+    assert first is second is engine.chat_model(profile)
 
 
 # -- cancelling ------------------------------------------------------------------------------------------------

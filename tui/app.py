@@ -61,6 +61,8 @@ class ChatApp(App[None]):
         self.engine: ChatEngine | None = None
         self._exit_stack = contextlib.AsyncExitStack()
         self._next_tab = 1
+        self.preloaded = False
+        """The model client and the Markdown renderer are imported (a thread does it after the first frame)."""
         self.set_keymap(settings.keys)
         if settings.demo:
             self.sub_title = "demo"
@@ -82,9 +84,15 @@ class ChatApp(App[None]):
         except ChatError as error:
             self.exit(return_code=1, message=f"chat-tui: {error}")
             return
-        store = self.engine.store
-        self.theme = await store.get_state(THEME_STATE) or self.settings.theme
+        self.theme = await self.engine.store.get_state(THEME_STATE) or self.settings.theme
         self.theme_changed_signal.subscribe(self, self._remember_theme)
+        # The first frame (header, tab bar, footer, in the user's theme) goes out before the tabs are built:
+        # ~100 ms of widgets, a text area each, that the frame need not wait for.
+        self.call_after_refresh(self._restore_tabs)
+
+    async def _restore_tabs(self) -> None:
+        assert self.engine is not None
+        store = self.engine.store
         state = await store.get_state(OPEN_TABS_STATE, {}) or {}
         for session_id in state.get("sessions", []):
             with contextlib.suppress(ChatError):
@@ -107,6 +115,7 @@ class ChatApp(App[None]):
         if self.engine is not None:
             with contextlib.suppress(ChatError):
                 self.engine.chat_model(self.engine.settings.profile())
+        self.preloaded = True
 
     # -- tabs ------------------------------------------------------------------------------------------------
 
