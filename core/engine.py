@@ -122,7 +122,7 @@ class Turn:
         parts: list[str] = []
         usage = ReplyUsage(None, None)
         try:
-            model = self._engine.chat_model(self.profile)
+            model = await self._engine.model_for(self.profile)
             last_flush = time.monotonic()
             finished = False
             flushed = 0
@@ -262,6 +262,11 @@ class ChatEngine:
             # then never closed, and its pooled connection surfaced as an unclosed socket.
             model = self._models.setdefault(profile, built)
         return model
+
+    async def model_for(self, profile: Profile) -> BaseChatModel:
+        """``chat_model`` for the event loop: the first build (imports included, ~1 s) runs in a thread."""
+        model = self._models.get(profile)
+        return model if model is not None else await asyncio.to_thread(self.chat_model, profile)
 
     def track(self, coro: Any) -> asyncio.Future[Any]:
         """Run a write that must finish even if its caller is cancelled; close() waits for it."""

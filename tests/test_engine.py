@@ -27,6 +27,7 @@ from core.errors import (
 )
 from core.export import to_json, to_markdown
 from core.models import Message, Status
+from core.provider import openai_chat_model
 from core.server import LocalServer, ServerOptions
 from tests.helpers import closed_port, demo_variant, pieces_for, query, reply_for, with_profiles
 
@@ -224,6 +225,30 @@ async def test_closing_the_engine_closes_its_connection_pools(settings: Settings
         model = engine.chat_model(await engine.profile_for(session.id))
         assert not model.root_async_client.is_closed()  # type: ignore[attr-defined]
     assert model.root_async_client.is_closed()  # type: ignore[attr-defined]
+
+
+async def test_the_first_turn_builds_its_model_off_the_event_loop(settings: Settings) -> None:
+    # Building the client imports langchain-openai the first time (~1 s): the loop must keep turning meanwhile.
+    def slow_factory(profile: Profile, key: str) -> Any:
+        time.sleep(0.5)
+        return openai_chat_model(profile, key)
+
+    async with ChatEngine.open(settings, model_factory=slow_factory) as engine:
+        session = await engine.store.create_session()
+        ticks: list[float] = []
+
+        async def tick() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            reply = await (await engine.send(session.id, "hi [[tokens=5]]", parent_id=None)).wait()
+        finally:
+            ticker.cancel()
+    assert reply.status is Status.COMPLETE
+    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.3
 
 
 def test_two_builders_of_one_model_at_once_end_up_sharing_it(settings: Settings) -> None:
