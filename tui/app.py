@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Iterable
 from dataclasses import replace
@@ -74,11 +75,11 @@ class ChatApp(App[None]):
 
     async def on_mount(self) -> None:
         # Closing the terminal window (SIGHUP) or a plain `kill` (SIGTERM) would end the process on the spot and
-        # lose up to a flush interval of each streaming reply; exiting the app saves them as interrupted.
+        # lose up to a flush interval of each streaming reply; both now save them as interrupted first.
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGHUP, signal.SIGTERM):
+        for signum, handler in ((signal.SIGHUP, self._hang_up), (signal.SIGTERM, self.exit)):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not on Windows / main thread
-                loop.add_signal_handler(signum, self.exit)
+                loop.add_signal_handler(signum, handler)
         try:
             self.engine = await self._exit_stack.enter_async_context(ChatEngine.open(self.settings))
         except ChatError as error:
@@ -106,6 +107,17 @@ class ChatApp(App[None]):
 
     async def on_unmount(self) -> None:
         await self._exit_stack.aclose()
+
+    def _hang_up(self) -> None:
+        """The terminal is gone: save the live replies, then leave without Textual's shutdown, which waits on
+        writes to that terminal and would keep the process alive, unseen, for good."""
+
+        async def save_and_leave() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._exit_stack.aclose(), 10)
+            os._exit(128 + signal.SIGHUP)
+
+        self._hang_up_task = asyncio.ensure_future(save_and_leave())
 
     @work(thread=True, exit_on_error=False)
     def _preload(self) -> None:
