@@ -64,6 +64,7 @@ class ChatApp(App[None]):
         self._next_tab = 1
         self.preloaded = False
         """The model client and the Markdown renderer are imported (a thread does it after the first frame)."""
+        self._hang_up_task: asyncio.Future[None] | None = None
         self.set_keymap(settings.keys)
         if settings.demo:
             self.sub_title = "demo"
