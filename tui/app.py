@@ -78,9 +78,9 @@ class ChatApp(App[None]):
         # Closing the terminal window (SIGHUP) or a plain `kill` (SIGTERM) would end the process on the spot and
         # lose up to a flush interval of each streaming reply; both now save them as interrupted first.
         loop = asyncio.get_running_loop()
-        for signum, handler in ((signal.SIGHUP, self._hang_up), (signal.SIGTERM, self.exit)):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not on Windows / main thread
-                loop.add_signal_handler(signum, handler)
+        for name, handler in (("SIGHUP", self._hang_up), ("SIGTERM", self.exit)):
+            with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError, ValueError):  # Windows, threads
+                loop.add_signal_handler(getattr(signal, name), handler)
         try:
             self.engine = await self._exit_stack.enter_async_context(ChatEngine.open(self.settings))
         except ChatError as error:
