@@ -507,13 +507,17 @@ async def test_entry_reports_streamed_text() -> None:
         assert view.entry(99) is None
 
 
-async def test_becoming_visible_renders_once_and_paints_up_to_date(count_renders: list[str]) -> None:
+async def test_a_reply_finished_while_hidden_is_rendered_ahead_and_paints_up_to_date(count_renders: list[str]) -> None:
     reply = BIG_REPLY
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
         view = await stream_while_hidden(app, pilot, reply)
+        count_renders.clear()
         view.update_entry(ChatEntry(make_message(3, "assistant", reply)))
+        await app.workers.wait_for_complete()
         await settle(pilot)
+        # The reply finished while hidden: a thread rendered the end its first frame shows, once.
+        assert len(count_renders) == 1 and len(count_renders[0]) < len(reply) // 2
         count_renders.clear()
         frames: list[str] = []
         refresh = app.screen._compositor_refresh
@@ -529,12 +533,11 @@ async def test_becoming_visible_renders_once_and_paints_up_to_date(count_renders
         del app.screen._compositor_refresh
         assert frames, "the widget was painted"
         assert all("The last paragraph." in frame for frame in frames), "no stale frame before the reply's end"
-        # One render, of the end only: the rest waits until the view gets there.
-        assert len(count_renders) == 1
-        assert len(count_renders[0]) < len(reply) // 2
+        # Showing it renders nothing more; the rest waits until the view gets there.
+        assert count_renders == []
         view.scroll_to(y=0, animate=False)
         await settle(pilot)
-        assert len(count_renders) == 2
+        assert len(count_renders) == 1
         assert not any(item.partial for item in view._items)
         assert "Message 1" in "\n".join(visible_lines(view))
 
