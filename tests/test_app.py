@@ -212,6 +212,15 @@ async def send(pilot: Pilot[Any], text: str) -> ChatTab:
     return tab
 
 
+async def send_in_new_tabs(pilot: Pilot[Any], prompts: list[str]) -> list[ChatTab]:
+    """Send the first prompt in the current tab and each other one in a new tab: one tab a prompt."""
+    tabs = [await send(pilot, prompts[0])]
+    for prompt in prompts[1:]:
+        await new_tab(pilot)
+        tabs.append(await send(pilot, prompt))
+    return tabs
+
+
 async def send_and_wait(pilot: Pilot[Any], text: str) -> ChatTab:
     tab = await send(pilot, text)
     await until(pilot, lambda: settled(tab), f"the reply to {text!r}")
@@ -282,10 +291,7 @@ async def test_switching_tabs_mid_response_keeps_each_reply_in_its_own_tab_and_s
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        tabs = [await send(pilot, prompts[0])]
-        for prompt in prompts[1:]:
-            await new_tab(pilot)
-            tabs.append(await send(pilot, prompt))
+        tabs = await send_in_new_tabs(pilot, prompts)
         assert all(tab.streaming for tab in tabs), "the three replies should overlap"
 
         # Back and forth while they stream, typing a draft in each prompt on the way.
@@ -787,10 +793,7 @@ async def test_quitting_while_replies_stream_keeps_them_as_interrupted(settings:
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        tabs = [await send(pilot, prompts[0])]
-        for prompt in prompts[1:]:
-            await new_tab(pilot)
-            tabs.append(await send(pilot, prompt))
+        tabs = await send_in_new_tabs(pilot, prompts)
         await until(pilot, lambda: all(len(last_reply(tab).message.content) > 20 for tab in tabs), "streamed text")
         replies = [tab.turn.reply.id for tab in tabs if tab.turn is not None]
     assert app._exception is None
