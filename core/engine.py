@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL = 0.5
 """Seconds between saves of a streaming reply: a crash loses at most this much of it."""
 BATCH_WINDOW = 0.1
-"""Once a reply has caught up with the server, it is read at most once per this many seconds (see Turn._run)."""
+"""Once a reply has caught up with the server, it is read at most once per this many seconds (see _ReadPacer)."""
 CAUGHT_UP = 0.002
 """A chunk that took longer than this to come had to be waited for: the socket was drained."""
 YIELD_EVERY = 0.002
@@ -128,8 +128,7 @@ class Turn:
             last_flush = time.monotonic()
             finished = False
             flushed = 0
-            pulled = yielded = time.monotonic()
-            window_end = 0.0
+            pacer = _ReadPacer()
             async with aclosing(model.astream(request)) as stream:
                 async for chunk in stream:
                     arrived = time.monotonic()
@@ -148,19 +147,7 @@ class Turn:
                         flushed = len(parts)
                         await store.flush_reply(reply_id, "".join(parts))
                         last_flush = time.monotonic()
-                    if parts and not finished and arrived - pulled > CAUGHT_UP:
-                        # Caught up with the server: let its next tokens gather in the socket, so that one wake-up
-                        # and one read carry a batch of them instead of one each (most of a paced token's cost).
-                        if window_end > arrived:
-                            await asyncio.sleep(window_end - arrived)
-                        window_end = time.monotonic() + BATCH_WINDOW
-                        yielded = time.monotonic()
-                    elif time.monotonic() - yielded > YIELD_EVERY:
-                        # A read can bring hundreds of chunks, which the client parses without giving the loop a
-                        # turn: 40-100 ms with eight replies at full speed. Let the others run every few ms.
-                        await asyncio.sleep(0)
-                        yielded = time.monotonic()
-                    pulled = time.monotonic()
+                    await pacer.after_chunk(arrived, batching=bool(parts) and not finished)
             if not finished:
                 raise StreamBroken("The reply ended before the server finished it; the partial reply was kept.")
             finish = store.finish_reply(
@@ -196,6 +183,32 @@ class Turn:
             except asyncio.CancelledError:
                 continue
         return saving.result()
+
+
+class _ReadPacer:
+    """When a streaming reply gives the event loop a turn, between one chunk and the next."""
+
+    __slots__ = ("pulled", "yielded", "window_end")
+
+    def __init__(self) -> None:
+        self.pulled = self.yielded = time.monotonic()
+        """When the last chunk was asked for, and when the loop last had a turn."""
+        self.window_end = 0.0
+
+    async def after_chunk(self, arrived: float, *, batching: bool) -> None:
+        if batching and arrived - self.pulled > CAUGHT_UP:
+            # Caught up with the server: let its next tokens gather in the socket, so that one wake-up and one
+            # read carry a batch of them instead of one each (most of a paced token's cost).
+            if self.window_end > arrived:
+                await asyncio.sleep(self.window_end - arrived)
+            self.window_end = time.monotonic() + BATCH_WINDOW
+            self.yielded = time.monotonic()
+        elif time.monotonic() - self.yielded > YIELD_EVERY:
+            # A read can bring hundreds of chunks, which the client parses without giving the loop a turn:
+            # 40-100 ms with eight replies at full speed. Let the others run every few ms.
+            await asyncio.sleep(0)
+            self.yielded = time.monotonic()
+        self.pulled = time.monotonic()
 
 
 def _usage_kwargs(usage: ReplyUsage) -> dict[str, int | None]:
