@@ -86,11 +86,11 @@ class ChatApp(App[None]):
         except ChatError as error:
             self.exit(return_code=1, message=f"chat-tui: {error}")
             return
-        self.theme = await self.engine.store.get_state(THEME_STATE) or self.settings.theme
+        store = self.engine.store
+        self.theme = await store.get_state(THEME_STATE) or self.settings.theme
         self.theme_changed_signal.subscribe(self, self._remember_theme)
         # The tabs are built before the first frame: a frame without them came ~40 ms sooner here, but the full
         # screen ~70 ms later.
-        store = self.engine.store
         state = await store.get_state(OPEN_TABS_STATE, {}) or {}
         for session_id in state.get("sessions", []):
             with contextlib.suppress(ChatError):

@@ -300,8 +300,8 @@ class ChatTab(TabPane):
     def _failed_reply(self) -> Message | None:
         """The last reply shown, if it failed or was interrupted."""
         lists = self.query(MessageList)
-        entries = lists.first().entries if lists else []
-        last = entries[-1].message if entries else None
+        entry = lists.first().last_entry if lists else None
+        last = entry.message if entry is not None else None
         if last is not None and last.role is Role.ASSISTANT and last.status in (Status.ERROR, Status.INTERRUPTED):
             return last
         return None

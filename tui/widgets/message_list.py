@@ -613,6 +613,11 @@ class MessageList(ScrollView, can_focus=True):
         """The displayed entries, oldest first (contents as handed down)."""
         return [item.entry for item in self._items]
 
+    @property
+    def last_entry(self) -> ChatEntry | None:
+        """The last displayed entry, without building the whole list (bindings ask for it on every check)."""
+        return self._items[-1].entry if self._items else None
+
     # ----------------------------------------------------------------------------------------------------
     # Layout: heights, anchors, lazy rendering
 
