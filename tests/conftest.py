@@ -16,8 +16,7 @@ from core.config import Settings, load_settings
 from core.engine import ChatEngine
 from core.server import LocalServer, ServerOptions
 from core.store import Store
-
-_OUR_ENV = ("CHAT_TUI_", "OPENAI_")
+from tests.helpers import OUR_ENV
 
 
 @pytest.fixture
@@ -55,5 +54,5 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No CHAT_TUI_* or OPENAI_* variables from the machine running the tests."""
     for name in list(os.environ):
-        if name.startswith(_OUR_ENV):
+        if name.startswith(OUR_ENV):
             monkeypatch.delenv(name)

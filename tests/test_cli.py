@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 from core.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, build_parser, run_command
 from core.server import LocalServer, ServerOptions
 from core.store import APPLICATION_ID, SCHEMA_VERSION
-from tests.helpers import ROOT, pieces_for, query, reply_for, sha256
+from tests.helpers import ROOT, child_env, pieces_for, query, reply_for, sha256
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -239,10 +238,6 @@ def test_the_key_is_in_no_output_file_or_export(
 # -- real processes ------------------------------------------------------------------------------------------------
 
 
-def _child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_TUI_", "OPENAI_"))}
-
-
 def test_ctrl_c_during_ask_saves_the_partial_reply_and_exits_130(tmp_path: Path, db: Path, server: LocalServer) -> None:
     prompt = "a slow story [[tps=40 tokens=400]]"
     # The real entry point, with Python's own Ctrl+C handler even if this test runs where SIGINT is ignored.
@@ -253,7 +248,7 @@ def test_ctrl_c_during_ask_saves_the_partial_reply_and_exits_130(tmp_path: Path,
     process = subprocess.Popen(
         [sys.executable, "-c", launcher, *command],
         cwd=ROOT,
-        env=_child_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -278,7 +273,7 @@ def test_ctrl_c_during_ask_saves_the_partial_reply_and_exits_130(tmp_path: Path,
 
 def _run_python(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=_child_env(), capture_output=True, text=True, timeout=30
+        [sys.executable, *args], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=30
     )
 
 

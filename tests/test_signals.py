@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, query
+from tests.helpers import ROOT, child_env, query
 
 
 def _drain(fd: int) -> None:
@@ -31,7 +31,7 @@ def _drain(fd: int) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
 def test_a_signal_mid_reply_exits_cleanly_and_keeps_the_partial_reply(tmp_path: Path, signum: int) -> None:
     db = tmp_path / "chat.sqlite3"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_TUI_", "OPENAI_"))}
+    env = child_env()
     env.update(TERM="xterm-256color", XDG_CONFIG_HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path))
     master, slave = pty.openpty()
     os.set_blocking(master, True)

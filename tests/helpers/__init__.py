@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sqlite3
 from contextlib import closing
@@ -15,6 +16,15 @@ from core.server import reply_text, reply_tokens, strip_directives
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("child.py")
+
+
+OUR_ENV = ("CHAT_TUI_", "OPENAI_")
+"""Prefixes of the environment variables chat-tui reads: tests never take them from the machine."""
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child process: this one's, without chat-tui's own variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(OUR_ENV)}
 
 
 def reply_for(prompt: str, tokens: int = 120) -> str:
