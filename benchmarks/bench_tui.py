@@ -76,6 +76,10 @@ costs elia 19 CPU-s, oterm 7):
            batches of 500) restored as the open tab via app_state "open_tabs":
            long.open_s          respawn -> the last message's text on screen                   floor 0.3 s
            long.open_after_first_frame_s  first frame -> the last message's text on screen      (info)
+           long.open_in_app_ms  then the same session opened in the running app: ctrl+w closes its tab, ctrl+o
+                              opens the session browser, Down selects it, Enter -> the last message's text on
+                              screen (the browser closed, a tab built, the last page read and rendered)
+                                                                                                floor 300 ms
            long.pageup_p95_ms / long.pageup_max_ms  shift+tab focuses the message list, then 30 PageUps
                               ~50 ms apart from the bottom (crossing earlier-page loads); each: send-keys ->
                               the message rows change (a press that changes nothing within 150 ms is sent
@@ -147,6 +151,7 @@ FLOORS: dict[str, tuple[float | None, str]] = {
     "tabs8.switch_streaming_ms": (100, "ms"),
     "long.open_s": (0.3, "s"),
     "long.open_after_first_frame_s": (None, "s"),
+    "long.open_in_app_ms": (300, "ms"),
     "long.pageup_p95_ms": (100, "ms"),
     "long.pageup_max_ms": (100, "ms"),
     "long.home_p95_ms": (100, "ms"),
@@ -797,6 +802,19 @@ def scenario_long(ctx: Context) -> None:
             ctx.results.add("long.open_s", times["last"] - app.start)
             ctx.results.add("long.open_after_first_frame_s", times["last"] - times["frame"])
             wait_idle(app.pid, not_before=times["last"] + 1.0, timeout=10)
+
+            # The same session opened in the running app: close its tab, then choose it in the session browser.
+            ctx.tmux.send_keys("C-w")
+            ctx.tmux.wait_for(lambda s: last_text not in s, timeout=5, what="the long session's tab closed")
+            ctx.tmux.send_keys("C-o")
+            ctx.tmux.wait_for(screen_has(f"{LONG_MESSAGES} msgs"), timeout=5, what="the session browser")
+            ctx.tmux.send_keys("Down")
+            time.sleep(0.3)
+            wait_idle(app.pid, timeout=5)
+            chosen = ctx.tmux.send_keys("Enter")
+            seen, _ = ctx.tmux.wait_for(screen_has(last_text), timeout=10, what="the reopened session", since=chosen)
+            ctx.results.add("long.open_in_app_ms", (seen - chosen) * 1000)
+            wait_idle(app.pid, not_before=seen + 0.5, timeout=10)
 
             # Focus the message list (shift+tab from the prompt), then PageUp from the bottom.
             ctx.tmux.send_keys("BTab")
