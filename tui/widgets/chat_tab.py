@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.content import Content
 from textual.message import Message as TextualMessage
 from textual.reactive import reactive
@@ -107,12 +106,11 @@ class ChatTab(TabPane):
         return self.session.id if self.session else None
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="chat-body"):
-            yield Static("Ask anything. Enter sends · ctrl+j adds a line · F1 lists every key.", classes="empty-hint")
-            yield MessageList()
-            yield Static("", classes="banner")
-            yield PromptInput(placeholder="Message… (Enter to send, ctrl+j for a new line)")
-            yield StatusLine(classes="status-line")
+        yield Static("Ask anything. Enter sends · ctrl+j adds a line · F1 lists every key.", classes="empty-hint")
+        yield MessageList()
+        yield Static("", classes="banner")
+        yield PromptInput(placeholder="Message… (Enter to send, ctrl+j for a new line)")
+        yield StatusLine(classes="status-line")
 
     async def on_mount(self) -> None:
         if self.session is not None:
