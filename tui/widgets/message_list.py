@@ -786,13 +786,13 @@ class MessageList(ScrollView, can_focus=True):
     ) -> None:
         """Publish the virtual size, restore the scroll position and repaint the rows that changed.
 
-        While a reply streams, the virtual height grows a quarter of the view at a time, leaving blank rows
+        While a reply streams, the virtual height grows a third of the view at a time, leaving blank rows
         below the tail: a scroll repaints the whole view and a virtual height change the whole scrollbar
         (each costs as much as rendering the tail), so they happen every few seconds instead of every flush.
         """
         total = self._total
         if streamed and total > self._reserved_height:
-            self._reserved_height = total + max(4, self.scrollable_content_region.height // 4)
+            self._reserved_height = total + max(4, self.scrollable_content_region.height // 3)
         self._publish_size()
         old_scroll = round(self.scroll_y)
         if anchor is None:
