@@ -309,6 +309,25 @@ def test_the_app_module_leaves_heavy_imports_for_after_the_first_frame() -> None
     assert done.stdout.strip() == "[]"
 
 
+def test_the_preload_compiles_the_common_lexers_off_the_event_loop() -> None:
+    # Pygments compiles a lexer on its first use: without the preload, the first Python block of a stream
+    # would stall the event loop ~40 ms.
+    done = _run_python(
+        "-c",
+        "from pygments.lexer import RegexLexer\n"
+        "from pygments.lexers import find_lexer_class_by_name\n"
+        "from tui.widgets.message_list import PRELOADED_LEXERS, preload_markdown\n"
+        "classes = [find_lexer_class_by_name(name) for name in PRELOADED_LEXERS]\n"
+        "classes = [c for c in classes if issubclass(c, RegexLexer)]  # the JSON lexer is hand-written\n"
+        "before = [c.__name__ for c in classes if '_tokens' in c.__dict__]\n"
+        "preload_markdown()\n"
+        "after = [c.__name__ for c in classes if '_tokens' not in c.__dict__]\n"
+        "print(before, after, 'python' in PRELOADED_LEXERS)",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] [] True"
+
+
 @pytest.mark.parametrize("flag", ["--help", "--version"])
 def test_help_and_version_answer_without_heavy_imports(flag: str) -> None:
     done = _run_python("-X", "importtime", "-m", "tui", flag)

@@ -102,10 +102,20 @@ def _markdown_class() -> type[Markdown]:
     return SharedParserMarkdown
 
 
+# Languages models write most often. Pygments compiles a lexer's regular expressions on its first use, on the
+# event loop in the middle of a stream: 43 ms for Python here, 20 for JavaScript.
+PRELOADED_LEXERS = ("python", "bash", "json", "javascript", "typescript")
+
+
 def preload_markdown() -> None:
-    """Import the Markdown renderer ahead of the first reply (the app calls this from a thread)."""
+    """Import the Markdown renderer and compile common lexers ahead of the first reply (the app calls this from
+    a thread)."""
+    from pygments.lexers import get_lexer_by_name
+
     _markdown_class()
     _parser()
+    for name in PRELOADED_LEXERS:
+        get_lexer_by_name(name)
 
 
 def _render_markdown(console: Console, text: str, width: int) -> list[Strip]:
