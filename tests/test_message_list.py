@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -555,3 +556,34 @@ async def test_moving_the_selection_refreshes_bindings_only_when_they_change(mon
         assert len(calls) == 1
         await pilot.press("up", "up", "down")
         assert len(calls) == 1
+
+
+def screen_text(app: App[None]) -> str:
+    """What the terminal shows: the compositor's rows, including rows no repaint has touched since."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+@pytest.mark.parametrize("how", ["branch switched", "reply replaced by a shorter error", "all removed"])
+async def test_rows_a_shorter_conversation_leaves_are_repainted_blank(how: str) -> None:
+    # A retry that failed at once replaced a long interrupted reply by a one-line error: the old reply's
+    # rows below the new end stayed on screen, because only rows up to the new end were repainted.
+    app = ListApp()
+    long_reply = "\n\n".join(f"Paragraph {n} of the first reply." for n in range(12))
+    async with app.run_test(size=(100, 40)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(
+            [ChatEntry(make_message(1, "user", "Hi")), ChatEntry(make_message(2, "assistant", long_reply))]
+        )
+        await settle(pilot)
+        assert "Paragraph 11 of the first reply." in screen_text(app)
+        error = make_message(3, "assistant", "", Status.ERROR, error="Cannot connect.")
+        if how == "branch switched":
+            view.set_entries([ChatEntry(make_message(1, "user", "Hi")), ChatEntry(error, 2, 2)])
+        elif how == "all removed":
+            view.set_entries([])
+        else:
+            view.update_entry(ChatEntry(replace(error, id=2)))
+        await settle(pilot)
+        shown = screen_text(app)
+        assert ("Cannot connect." in shown) is (how != "all removed")
+        assert "Paragraph" not in shown

@@ -739,9 +739,11 @@ class MessageList(ScrollView, can_focus=True):
             self._layout_stale = True
         console = self.app.console
         changed_top: int | None = None
+        # The height painted last: when the messages were replaced by fewer rows, those below the new end
+        # must be repainted blank too.
+        old_total = self._total
         if self._layout_stale:
             self._layout()
-        old_total = self._total
         streamed = False
         view_height = self._view_height = self.scrollable_content_region.height
         last = self._items[-1] if self._items else None
@@ -789,6 +791,8 @@ class MessageList(ScrollView, can_focus=True):
                 break
         if self._layout_stale:
             self._layout()
+        if changed_top is None and old_total > self._total:
+            changed_top = self._total
         self._apply_scroll(anchor, changed_top, max(old_total, self._total), streamed)
 
     def _apply_scroll(
