@@ -358,7 +358,9 @@ class ChatApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("New chat", "Open a new chat tab (ctrl+t)", self.action_new_tab)
-        yield SystemCommand("Close tab", "Close this tab (a streaming reply stops; its text is kept)", self.action_close_tab)
+        yield SystemCommand(
+            "Close tab", "Close this tab (a streaming reply stops; its text is kept)", self.action_close_tab
+        )
         yield SystemCommand("Next tab", "Go to the next tab", self.action_next_tab)
         yield SystemCommand("Previous tab", "Go to the previous tab", self.action_previous_tab)
         yield SystemCommand("Chats", "Browse and search past conversations (ctrl+o)", self.action_sessions)
