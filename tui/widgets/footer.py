@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual import events
 from textual.screen import Screen
 from textual.widgets import Footer
+
+COMPACT_BELOW = 100
+"""Terminals narrower than this get the compact footer: with Textual's padding, F1 Keys fell off 80 columns."""
 
 
 class SteadyFooter(Footer):
@@ -28,3 +32,6 @@ class SteadyFooter(Footer):
         # Remembered only once a rebuild is on its way (Footer skips it while the app has no focus).
         if screen.app.app_focus and self.is_attached and screen is self.screen:
             self._shown = shown
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.compact = event.size.width < COMPACT_BELOW
