@@ -37,6 +37,9 @@ def main() -> None:
             scene = SCENES[name]
             app, run_before = build(scene, Path(tmp), server)
             svg = take_svg_screenshot(app=app, terminal_size=scene.size, run_before=run_before)
+            # Keep each run's leading spaces: rsvg drops them otherwise, and with `textLength` the run is then
+            # stretched leftwards ("Use ?placeholders" for "Use ? placeholders").
+            svg = svg.replace("<svg ", '<svg xml:space="preserve" ', 1)
             svg_path = Path(tmp) / f"{filename}.svg"
             svg_path.write_text(svg, encoding="utf-8")
             subprocess.run(
