@@ -766,6 +766,13 @@ async def test_f1_lists_the_key_bindings(settings: Settings) -> None:
         ids = {row[3] for row in rows}
         assert {"app.new_tab", "app.close_tab", "app.sessions", "tab.cancel_reply", "message_list.regenerate"} <= ids
         assert ["App", "ctrl+t", "New chat", "app.new_tab"] in rows
+        assert [
+            "Messages",
+            "left, [",
+            "Previous version",
+            "message_list.sibling_previous",
+        ] in rows  # not "left_square_bracket"
+        assert any(row[1] == "shift+tab, tab" for row in rows)  # how to reach the messages' keys at all
         assert "New chat" in screen_text(app)
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen))

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.keys import key_to_character
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
@@ -35,6 +36,19 @@ def _binding_owners() -> list[tuple[str, list[Binding]]]:
     ]
 
 
+def display_keys(keys: str) -> str:
+    """A binding's keys as a reader knows them: "left_square_bracket" is shown as "[", modifiers and named keys
+    such as "pageup" as they are."""
+    shown = []
+    for key in keys.split(","):
+        modifiers, _, name = key.strip().rpartition("+")
+        character = key_to_character(name) if len(name) > 1 else None
+        if character is not None and character.isprintable() and not character.isspace():
+            name = character
+        shown.append(f"{modifiers}+{name}" if modifiers else name)
+    return ", ".join(shown)
+
+
 class HelpScreen(ModalScreen[None]):
     """Lists every binding: where it works, its keys (as remapped), what it does, and its id for remapping."""
 
@@ -58,11 +72,12 @@ class HelpScreen(ModalScreen[None]):
         table.add_columns("Where", "Keys", "Action", Text("Id (for [keys])"))
         table.add_row("Prompt", "enter", "Send", "")
         table.add_row("Prompt", "ctrl+j (shift/ctrl/alt+enter)", "New line", "")
+        table.add_row("Chat tab", "shift+tab, tab", "Messages/prompt", "")
         for where, bindings in _binding_owners():
             for binding in bindings:
                 if binding.id and binding.id.startswith("app.goto_tab_") and binding.id != "app.goto_tab_1":
                     continue  # one row stands for alt+1 … alt+9
-                keys = self.keymap.get(binding.id or "", binding.key).replace(",", ", ")
+                keys = display_keys(self.keymap.get(binding.id or "", binding.key))
                 action = binding.description or binding.action
                 if binding.id == "app.goto_tab_1":
                     keys, action = "alt+1 … alt+9", "Go to tab N"
