@@ -792,6 +792,47 @@ async def test_the_command_palette_offers_new_chat(settings: Settings) -> None:
         assert app.active_tab is app.tabs[1]
 
 
+async def palette_run(pilot: Pilot[Any], query: str, shown: str) -> None:
+    """Open the command palette, type `query`, wait for `shown` (a command's help) and run the top hit."""
+    app = pilot.app
+    await pilot.press("ctrl+p")
+    await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+    await pilot.press(*query)
+    await until(pilot, lambda: shown in screen_text(app), shown)
+    await pilot.press("enter")
+    await until(pilot, lambda: not isinstance(app.screen, CommandPalette), "the palette closed")
+
+
+async def test_the_palette_offers_the_message_actions_where_they_apply(settings: Settings, server: LocalServer) -> None:
+    question = "Palette, please"
+    app = ChatApp(settings)
+    copied: list[str] = []
+    app.copy_to_clipboard = copied.append  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        assert not [
+            c.title for c in app.get_system_commands(app.screen) if "Regenerate" in c.title or "Copy" in c.title
+        ]
+        tab = await send_and_wait(pilot, question)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Copy message", "Copy code block", "Regenerate reply", "Edit prompt"} <= set(titles)
+        assert "Retry reply" not in titles and "Next version" not in titles  # nothing failed, one version
+
+        await palette_run(pilot, "copy message", "Copy the selected or last message")
+        assert copied == [expected_reply(question)]
+
+        first = last_reply(tab).message
+        await palette_run(pilot, "regenerate", "A new version of the selected or last reply")
+        await until(pilot, lambda: tab.turn is not None and tab.turn.reply.id != first.id and settled(tab))
+        assert (last_reply(tab).sibling_index, last_reply(tab).sibling_count) == (2, 2)
+        assert "Previous version" in [c.title for c in app.get_system_commands(app.screen)]
+        assert prompts_seen(server) == {question: 2}
+
+        await palette_run(pilot, "edit prompt", "Edit the selected or last prompt")
+        await until(pilot, lambda: isinstance(app.screen, TextPrompt), "the edit dialog")
+        assert app.screen.query_one(TextArea).text == question
+
+
 # -- quitting ---------------------------------------------------------------------------------------------------
 
 

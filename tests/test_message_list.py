@@ -433,10 +433,12 @@ async def test_regenerate_edit_and_interrupted_mark() -> None:
         assert any("⏸ interrupted before the first word" in line for line in visible_lines(view))
         view.set_entries(view.entries[:2])
         await settle(pilot)
-        await pilot.press("e")  # the last message is the assistant's: nothing to edit
-        await pilot.press("r")
-        await pilot.press("up", "up", "r", "e")
+        await pilot.press("e")  # nothing selected: the last prompt
+        await pilot.press("r")  # nothing selected: the last message, a reply
+        await pilot.press("up", "e")  # the reply selected: not a prompt, nothing to edit
+        await pilot.press("up", "r", "e")  # the prompt selected: nothing to regenerate
         assert [(type(m), m.message_id) for m in app.posted] == [
+            (MessageList.EditRequested, 1),
             (MessageList.RegenerateRequested, 2),
             (MessageList.EditRequested, 1),
         ]

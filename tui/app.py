@@ -369,6 +369,8 @@ class ChatApp(App[None]):
         yield SystemCommand("System prompt", "Set this chat's system prompt (F4)", self.action_system_prompt)
         yield SystemCommand("Export chat", "Save this branch as Markdown in the current folder", self.action_export)
         yield SystemCommand("Stop reply", "Stop the reply streaming in this tab (Esc)", self._cancel_active)
+        if self.active_tab is not None:
+            yield from self.active_tab.palette_commands()
         yield SystemCommand("Key bindings", "List every key binding (F1)", self.action_help)
 
     def _cancel_active(self) -> None:

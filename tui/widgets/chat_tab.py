@@ -8,10 +8,12 @@ and has the engine save its partial text. Every stream captures its session and 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.content import Content
 from textual.message import Message as TextualMessage
@@ -307,6 +309,51 @@ class ChatTab(TabPane):
     async def action_retry_last(self) -> None:
         if (failed := self._failed_reply()) is not None:
             await self._branch_action(failed.id, regenerate=True)
+
+    def palette_commands(self) -> Iterator[SystemCommand]:
+        """The message actions for the command palette, offered where they apply: like their keys among the
+        messages, to the selected message, else the last one (Edit: the last prompt)."""
+        messages = self.query_one(MessageList)
+        if self.check_action("retry_last", ()):
+            yield SystemCommand(
+                "Retry reply", "Ask again for the failed or interrupted reply (ctrl+r)", self.action_retry_last
+            )
+        offered = [
+            ("copy", "Copy message", "Copy the selected or last message to the clipboard (y)", messages.action_copy),
+            (
+                "copy_code",
+                "Copy code block",
+                "Copy the selected or last message's code; again for the next (Y)",
+                messages.action_copy_code,
+            ),
+            (
+                "regenerate",
+                "Regenerate reply",
+                "A new version of the selected or last reply, beside it (r)",
+                messages.action_regenerate,
+            ),
+            (
+                "edit",
+                "Edit prompt",
+                "Edit the selected or last prompt and send it as a new version (e)",
+                messages.action_edit,
+            ),
+            (
+                "sibling",
+                "Previous version",
+                "Show the previous version of the selected or last message ([)",
+                partial(messages.action_sibling, -1),
+            ),
+            (
+                "sibling",
+                "Next version",
+                "Show the next version of the selected or last message (])",
+                partial(messages.action_sibling, 1),
+            ),
+        ]
+        for action, title, help_text, callback in offered:
+            if messages.check_action(action, ()):
+                yield SystemCommand(title, help_text, callback)
 
     # -- branches --------------------------------------------------------------------------------------------
 

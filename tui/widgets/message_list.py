@@ -1170,6 +1170,13 @@ class MessageList(ScrollView, can_focus=True):
             return self._by_id.get(self.selected_id)
         return self._items[-1] if self._items else None
 
+    def _edit_target(self) -> _Item | None:
+        """The prompt Edit applies to: the selected message if it is one, else (nothing selected) the last one."""
+        if self.selected_id is not None:
+            item = self._by_id.get(self.selected_id)
+            return item if item is not None and item.is_user else None
+        return next((item for item in reversed(self._items) if item.is_user), None)
+
     _CHECKED_ACTIONS: ClassVar[tuple[str, ...]] = ("clear_selection", "copy", "regenerate", "retry", "edit", "sibling")
 
     def _refresh_bindings_if_changed(self) -> None:
@@ -1197,7 +1204,7 @@ class MessageList(ScrollView, can_focus=True):
         if action == "retry":
             return item is not None and not item.is_user and item.entry.message.status == Status.ERROR
         if action == "edit":
-            return item is not None and item.is_user
+            return self._edit_target() is not None
         if action == "sibling":
             return item is not None and item.entry.sibling_count > 1
         return True
@@ -1280,7 +1287,7 @@ class MessageList(ScrollView, can_focus=True):
             self.post_message(self.RetryRequested(self, item.id))
 
     def action_edit(self) -> None:
-        if (item := self._target()) is not None:
+        if (item := self._edit_target()) is not None:
             self.post_message(self.EditRequested(self, item.id))
 
     def action_sibling(self, direction: int) -> None:
