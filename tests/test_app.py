@@ -7,7 +7,6 @@ never on fixed sleeps.
 from __future__ import annotations
 
 import contextlib
-import io
 import socket
 import sqlite3
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from textual import events
 from textual._xterm_parser import XTermParser
 from textual.command import CommandPalette
@@ -29,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from core.config import Settings, load_settings
 from core.models import Role, Status
 from core.server import LocalServer, parse_directives, reply_text, strip_directives
+from tests.helpers import screen_text
 from tui.app import ChatApp
 from tui.keys import read_escape_digits_as_alt
 from tui.screens.dialogs import TextPrompt
@@ -129,13 +128,6 @@ def settled(tab: ChatTab) -> bool:
 
 def label(app: ChatApp, tab: ChatTab) -> str:
     return app.tabbed.get_tab(tab).label.plain
-
-
-def screen_text(app: ChatApp) -> str:
-    """What the terminal shows, as plain text."""
-    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
-    return console.export_text()
 
 
 def shown_prose(app: ChatApp) -> str:

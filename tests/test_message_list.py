@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.pilot import Pilot
 
 from core.models import Message, Role, Status
+from tests.helpers import screen_text
 from tui.widgets import message_list as message_list_module
 from tui.widgets.message_list import ChatEntry, MessageList
 
@@ -558,11 +559,6 @@ async def test_moving_the_selection_refreshes_bindings_only_when_they_change(mon
         assert len(calls) == 1
         await pilot.press("up", "up", "down")
         assert len(calls) == 1
-
-
-def screen_text(app: App[None]) -> str:
-    """What the terminal shows: the compositor's rows, including rows no repaint has touched since."""
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
 @pytest.mark.parametrize("how", ["branch switched", "reply replaced by a shorter error", "all removed"])

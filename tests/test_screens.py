@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from textual.app import App
 from textual.message import Message
 from textual.pilot import Pilot
@@ -23,6 +21,7 @@ from core.errors import NotFound
 from core.models import Role
 from core.server import LocalServer
 from core.store import Store
+from tests.helpers import screen_text
 from tui.screens.dialogs import Confirm, TextPrompt
 from tui.screens.model_picker import ModelChoice, ModelPicker
 from tui.screens.session_browser import PAGE_SIZE, SessionBrowser, SessionChoice, short_time, snippet_text
@@ -94,13 +93,6 @@ async def until(pilot: Pilot[Any], condition: Callable[[], object], timeout: flo
             return
         await pilot.pause(0.02)
     raise AssertionError("timed out waiting for the app")
-
-
-def screen_text(app: App[Any]) -> str:
-    """What the terminal shows, as plain text."""
-    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
-    return console.export_text()
 
 
 async def chat(store: Store, title: str | None, *texts: str) -> int:

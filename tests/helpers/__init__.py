@@ -1,8 +1,9 @@
-"""Helpers shared by the core tests; ``child.py`` beside this file is the script the multi-process tests run."""
+"""Helpers shared by the tests; ``child.py`` beside this file is the script the multi-process tests run."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import sqlite3
@@ -10,6 +11,9 @@ from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from textual.app import App
 
 from core.config import DEMO_PROFILE, Profile, Settings
 from core.server import reply_text, reply_tokens, strip_directives
@@ -65,3 +69,10 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def screen_text(app: App[Any]) -> str:
+    """What the terminal shows, as plain text (rows no repaint has touched since included)."""
+    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
