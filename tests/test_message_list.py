@@ -259,6 +259,25 @@ async def test_follows_the_end_while_streaming_unless_scrolled_up() -> None:
         assert "the very last line" in "\n".join(visible_lines(view))
 
 
+async def test_a_finished_reply_rests_with_its_last_line_at_the_bottom() -> None:
+    """While streaming, rows are kept free below the tail; once the reply is done they are given back."""
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(6) + [ChatEntry(make_message(7, "assistant", "", Status.STREAMING))])
+        await settle(pilot)
+        text = "".join(f"streamed line {n}\n\n" for n in range(40))
+        view.append_text(7, text)
+        await settle(pilot)
+        assert visible_lines(view)[-1].strip() == "", "a stream keeps blank rows below its tail"
+
+        view.update_entry(ChatEntry(make_message(7, "assistant", text + "the end")))
+        await settle(pilot)
+        lines = visible_lines(view)
+        assert "the end" in lines[-2] and not lines[-1].strip(), "the last line, then the gap after a message"
+        assert view.scroll_y == view.max_scroll_y
+
+
 async def test_hidden_widget_only_stores_text_and_catches_up_when_shown(count_renders: list[str]) -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:

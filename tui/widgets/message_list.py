@@ -583,6 +583,10 @@ class MessageList(ScrollView, can_focus=True):
             item.scanner = None
             item.done_body = []
             item.done_end = item.done_width = 0
+            if not any(other.is_streaming for other in self._items if other is not item):
+                # The rows kept free below a stream: a finished reply rests with its last line at the bottom,
+                # as it will when the conversation is opened again.
+                self._reserved_height = 0
         item.entry = entry
         item.dirty = True
         self._streaming = None
