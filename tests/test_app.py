@@ -20,6 +20,7 @@ from textual import events
 from textual._xterm_parser import XTermParser
 from textual.command import CommandPalette
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, TextArea
 from textual.widgets._footer import FooterKey
 from textual.worker import Worker, WorkerState
@@ -32,6 +33,7 @@ from tui.app import ChatApp
 from tui.keys import read_escape_digits_as_alt
 from tui.screens.dialogs import TextPrompt
 from tui.screens.help import HelpScreen
+from tui.screens.model_picker import ModelPicker
 from tui.screens.session_browser import SessionBrowser
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.message_list import ChatEntry, MessageList
@@ -768,6 +770,28 @@ async def test_f1_lists_the_key_bindings(settings: Settings) -> None:
         assert "New chat" in screen_text(app)
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+@pytest.mark.parametrize(
+    ("key", "screen", "hint"),
+    [
+        ("ctrl+o", SessionBrowser, "^d Delete"),
+        ("f2", TextPrompt, "Enter Accept"),
+        ("f4", TextPrompt, "^s Save"),
+        ("f3", ModelPicker, "Enter Choose"),
+        ("f1", HelpScreen, "Esc closes"),
+    ],
+)
+async def test_every_dialog_shows_its_keys_under_the_app_styles(
+    settings: Settings, key: str, screen: type[Screen[Any]], hint: str
+) -> None:
+    """The app's own styles once pushed every dialog's one-row key hint out of sight (it passed in a bare host)."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press(key)
+        await until(pilot, lambda: isinstance(app.screen, screen), screen.__name__)
+        await until(pilot, lambda: hint in screen_text(app), f"the hint {hint!r}")
 
 
 async def test_the_command_palette_offers_new_chat(settings: Settings) -> None:

@@ -59,7 +59,7 @@ class HelpScreen(ModalScreen[None]):
         self.keymap = keymap
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help-dialog"):
+        with Vertical(classes="dialog"):
             yield Static("Keys", classes="dialog-title")
             yield DataTable(id="help-table", cursor_type="row", zebra_stripes=True)
             yield Static(
