@@ -6,6 +6,7 @@ never on fixed sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import sqlite3
@@ -613,6 +614,35 @@ async def test_ctrl_j_inserts_a_newline(settings: Settings, server: LocalServer)
         assert prompt_input(tab).text == "a\nb"
         await pilot.pause()
         assert tab.turn is None and server.requests == []
+
+
+async def test_keys_typed_while_the_prompt_is_being_saved_stay_in_the_box(
+    settings: Settings, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The box is cleared once the prompt is committed; a fast typist's next words must not go with it."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        tab = app.active_tab
+        assert tab is not None and app.engine is not None
+        original = app.engine.send
+        typed_while_saving: list[str] = []
+
+        async def slow_send(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(1.0)  # the keys below arrive meanwhile
+            typed_while_saving.append(prompt.text)
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(app.engine, "send", slow_send)
+        prompt = prompt_input(tab)
+        prompt.insert("first question")
+        await pilot.press("enter", *"and more")
+        await until(pilot, lambda: tab.turn is not None, "the turn")
+        assert typed_while_saving[0].startswith("first questiona"), "keys were typed while the prompt was saved"
+        assert prompt.text == "and more"
+        await until(pilot, lambda: settled(tab), "the reply")
+        assert [e.message.content for e in entries(tab)][0] == "first question"
+        assert prompts_seen(server) == {"first question": 1}
 
 
 # -- sessions: restoring, browsing ------------------------------------------------------------------------------

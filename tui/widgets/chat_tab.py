@@ -213,7 +213,7 @@ class ChatTab(TabPane):
         if self._refuse_while_streaming():
             return
         if await self.send(event.text):
-            event.prompt.accept()
+            event.prompt.accept(event.typed)
 
     async def send(self, text: str) -> bool:
         """Send ``text`` after the displayed branch. False when it could not be sent (the banner says why)."""

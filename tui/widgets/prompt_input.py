@@ -26,6 +26,8 @@ class PromptInput(TextArea):
         prompt: PromptInput
         text: str
         """The prompt, stripped of surrounding blank lines."""
+        typed: str
+        """The box's text as it was on Enter: what ``accept`` takes out of it."""
 
         @property
         def control(self) -> PromptInput:
@@ -61,14 +63,21 @@ class PromptInput(TextArea):
     def submit(self) -> None:
         text = self.text.strip("\n")
         if text.strip():
-            self.post_message(self.Submitted(self, text))
+            self.post_message(self.Submitted(self, text, self.text))
 
-    def accept(self) -> None:
-        """The tab took the prompt: remember it for ↑ and clear the box."""
-        if not self._history or self._history[-1] != self.text:
-            self._history.append(self.text)
+    def accept(self, typed: str) -> None:
+        """The tab took the prompt ``typed`` (the box's text on Enter): remember it for ↑ and take it out of the box.
+
+        The tab accepts only once the prompt is saved, and keys typed meanwhile are already in the box: they stay.
+        """
+        if not self._history or self._history[-1] != typed:
+            self._history.append(typed)
         self._history_index = len(self._history)
-        self.clear()
+        if self.text == typed:
+            self.clear()
+        elif self.text.startswith(typed):
+            self.load_text(self.text[len(typed) :])
+            self.move_cursor(self.document.end)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # ↑/↓ walk the prompt history only from the first/last line, so they still move the cursor otherwise.
