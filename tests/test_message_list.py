@@ -397,6 +397,24 @@ async def test_click_selects_a_message() -> None:
         assert view.selected_id == 2
 
 
+async def test_a_click_selects_a_long_message_without_scrolling_to_its_top() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        long_reply = "\n\n".join(f"paragraph {n}" for n in range(60))
+        view.set_entries(conversation(2) + [ChatEntry(make_message(3, "assistant", long_reply))])
+        await settle(pilot)
+        view.scroll_to(y=view.max_scroll_y - 20, animate=False)
+        await settle(pilot)
+        before, rows = view.scroll_y, visible_lines(view)
+        row = next(y for y, line in enumerate(rows) if "paragraph" in line)
+        await pilot.click(MessageList, offset=(5, row))
+        await settle(pilot)
+        assert view.selected_id == 3
+        assert view.scroll_y == before
+        assert [line.strip() for line in visible_lines(view)] == [line.strip() for line in rows]
+
+
 async def test_sibling_position_in_header_and_sibling_keys() -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:

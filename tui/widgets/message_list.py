@@ -1132,13 +1132,16 @@ class MessageList(ScrollView, can_focus=True):
         return value if value in self._by_id else None
 
     def watch_selected_id(self, old_value: int | None, new_value: int | None) -> None:
+        self._selection_changed(old_value, new_value)
+        if new_value is not None:
+            with self._one_sync():
+                self._scroll_into_view(self._by_id[new_value])
+
+    def _selection_changed(self, old_value: int | None, new_value: int | None) -> None:
         self._code_cursor = None
         for message_id in (old_value, new_value):
             if message_id is not None and (item := self._by_id.get(message_id)) is not None:
                 self._refresh_item(item)
-        if new_value is not None:
-            with self._one_sync():
-                self._scroll_into_view(self._by_id[new_value])
         self._refresh_bindings_if_changed()
 
     def _scroll_into_view(self, item: _Item) -> None:
@@ -1307,9 +1310,11 @@ class MessageList(ScrollView, can_focus=True):
         if offset is None:
             return
         item = self._item_at(round(self.scroll_y) + offset.y)
-        if item is not None:
-            with self._one_sync():
-                self.selected_id = item.id
+        if item is not None and item.id != self.selected_id:
+            # Selected where it is: a click is on what the user is reading, which must not jump to the message's top.
+            old_value = self.selected_id
+            self.set_reactive(MessageList.selected_id, item.id)
+            self._selection_changed(old_value, item.id)
 
     def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         if round(self.scroll_y) == 0:
