@@ -181,6 +181,38 @@ async def test_streamed_reply_ends_identical_to_one_shot_render() -> None:
     assert not any("▍" in line for line in streamed)
 
 
+@pytest.mark.parametrize(
+    ("text", "boundary"),
+    [
+        ("A paragraph.\n\nThe next one, still stream", 14),  # a line being streamed starts a block
+        ("A paragraph.\n\n- an item being stream", 0),  # a list item may continue the list
+        ("A paragraph.\n\n12", 0),  # may still become "12. an item"
+        ("A paragraph.\n\n  indented, may continue", 0),
+        ("A paragraph.\n\n-", 0),
+        ("A paragraph.\n\nThe next one.\n", 14),  # complete lines, as before
+        ("```\ncode\n\nmore code", 0),  # inside a fence: no blocks
+    ],
+)
+def test_block_scanner_finds_a_boundary_on_the_line_being_streamed(text: str, boundary: int) -> None:
+    assert message_list_module._BlockScanner().feed(text) == boundary
+
+
+async def test_a_finished_paragraph_is_rendered_once_when_the_next_one_starts(count_renders: list[str]) -> None:
+    """Replies put a paragraph on one line: the one before it stays out of the live tail's re-renders."""
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries([ChatEntry(make_message(1, "assistant", "", Status.STREAMING))])
+        await settle(pilot)
+        view.append_text(1, "The first paragraph.\n\nThe second")
+        await settle(pilot)
+        for words in [" paragraph", " grows", " word", " by word."]:
+            view.append_text(1, words)
+            await settle(pilot)
+        assert sum("first paragraph" in text for text in count_renders) == 1
+        assert "The second paragraph grows word by word." in "\n".join(visible_lines(view))
+
+
 def test_markdown_with_shared_parser_renders_like_rich() -> None:
     console = Console(width=90, color_system="truecolor", force_terminal=True)
     options = console.options.update(width=90, height=None)

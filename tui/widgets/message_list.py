@@ -198,7 +198,7 @@ class _BlockScanner:
             elif not line.strip():
                 self.after_blank = True
             else:
-                if self.after_blank and line[0] not in " \t" and not _LIST_ITEM.match(line):
+                if self.after_blank and self._starts_block(line):
                     self.boundary = position
                     self.boundaries.append(position)
                 self.after_blank = False
@@ -208,7 +208,18 @@ class _BlockScanner:
                     self.fence_start, self.fence_body = position, end + 1
             position = end + 1
         self.position = position
+        streaming_line = text[position : position + 12]
+        if self.fence is None and self.after_blank and self._starts_block(streaming_line, complete=False):
+            # The line being streamed already starts a new block: the one before it is finished now, not only
+            # once this line ends (a paragraph is usually one long line, re-rendered whole in the tail till then).
+            return position
         return self.boundary
+
+    @staticmethod
+    def _starts_block(line: str, *, complete: bool = True) -> bool:
+        """Whether a line after a blank line starts a new block. Of a line still streaming only the start is known,
+        and a run of digits may yet become a list item's number."""
+        return bool(line) and line[0] not in " \t" and not _LIST_ITEM.match(line) and (complete or not line.isdigit())
 
 
 @dataclass(frozen=True, slots=True)
