@@ -645,6 +645,31 @@ async def test_keys_typed_while_the_prompt_is_being_saved_stay_in_the_box(
         assert prompts_seen(server) == {"first question": 1}
 
 
+async def test_ctrl_w_in_a_prompt_holding_text_deletes_a_word_instead_of_closing_the_tab(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: len(app.tabs) == 2, "the second tab")
+        tab = app.active_tab
+        assert tab is not None
+        prompt = prompt_input(tab)
+        await pilot.press(*"a long prompt")
+        await pilot.press("ctrl+w")
+        assert prompt.text == "a long " and app.tabs[1] is tab
+
+        def close_key_disabled() -> bool:
+            close = next(key for key in app.query_one(Footer).query(FooterKey) if key.action == "close_tab")
+            return close.has_class("-disabled")
+
+        await until(pilot, close_key_disabled, "Close shown disabled")
+        await pilot.press("ctrl+w", "ctrl+w")
+        assert prompt.text == ""
+        await until(pilot, lambda: not close_key_disabled(), "Close enabled again")
+        await pilot.press("ctrl+w")
+        await until(pilot, lambda: len(app.tabs) == 1, "the tab closed")
+
+
 # -- sessions: restoring, browsing ------------------------------------------------------------------------------
 
 

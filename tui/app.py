@@ -27,6 +27,7 @@ from core.models import Session
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.footer import SteadyFooter
 from tui.widgets.message_list import preload_markdown
+from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
     from tui.screens.session_browser import SessionBrowser
@@ -229,8 +230,12 @@ class ChatApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # A dialog's text field keeps ctrl+w (delete a word): never close or switch the tab behind a modal screen.
-        if action in ("close_tab", "goto_tab"):
-            return self.screen is self.screen_stack[0]
+        if action in ("close_tab", "goto_tab") and self.screen is not self.screen_stack[0]:
+            return False
+        # So does a prompt holding text, as in a shell: the tab would have closed with the unsent text. Shown
+        # disabled meanwhile; the palette's "Close tab" still closes.
+        if action == "close_tab" and isinstance(self.focused, PromptInput) and self.focused.text:
+            return None
         return True
 
     async def action_close_tab(self) -> None:

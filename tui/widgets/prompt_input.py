@@ -44,6 +44,13 @@ class PromptInput(TextArea):
         )
         self._history: list[str] = []
         self._history_index = 0
+        self._holds_text = False
+
+    def _on_text_area_changed(self, event: TextArea.Changed) -> None:
+        # Whether the box is empty decides what ctrl+w does (the app's check_action): the Footer must follow.
+        if bool(self.text) != self._holds_text:
+            self._holds_text = not self._holds_text
+            self.refresh_bindings()
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
