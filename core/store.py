@@ -577,6 +577,10 @@ class Store:
                 (key, json.dumps(value)),
             )
 
+    async def delete_state(self, key: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM app_state WHERE key = ?", (key,))
+
 
 async def _rollback(db: aiosqlite.Connection) -> None:
     """Undo the open transaction, even if cancelled meanwhile (a tab closed mid-save): the connection's thread runs

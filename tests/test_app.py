@@ -693,6 +693,62 @@ async def test_the_open_tabs_come_back_at_the_next_start(settings: Settings) -> 
         assert [label(again, tab) for tab in again.tabs] == ["First chat", "Chat [b]two[/b]"]
 
 
+async def test_unsent_text_comes_back_after_a_restart_and_a_reopened_tab(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        chat = await send_and_wait(pilot, "First chat")
+        session_id = chat.session_id
+        prompt_input(chat).insert("half a thought")
+        fresh = await new_tab(pilot)
+        prompt_input(fresh).insert("a new chat's\nfirst words")
+
+    again = ChatApp(settings)
+    async with again.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await until(pilot, lambda: len(again.tabs) == 2, "the restored tab and a new chat")
+        restored, new_chat = again.tabs
+        assert restored.session_id == session_id
+        await until(pilot, lambda: prompt_input(restored).text == "half a thought", "the draft")
+        assert new_chat.session_id is None and prompt_input(new_chat).text == "a new chat's\nfirst words"
+
+        # Closed from the palette (ctrl+w would delete a word): the draft is back when the chat is reopened.
+        again.activate(restored)
+        await palette_run(pilot, "close tab", "Close this tab")
+        await until(pilot, lambda: len(again.tabs) == 1, "the tab closed")
+        await again.open_session(session_id)
+        reopened = again.tab_for(session_id)
+        assert reopened is not None
+        await until(pilot, lambda: prompt_input(reopened).text == "half a thought", "the draft after reopening")
+
+        # Sent: no draft left behind.
+        again.activate(reopened)
+        await until(pilot, lambda: again.focused is prompt_input(reopened))
+        await press(pilot, "enter")
+        await until(pilot, lambda: settled(reopened) and not prompt_input(reopened).text, "the draft sent")
+        assert again.engine is not None
+        await until(pilot, lambda: not again.engine._pending, "the draft's row deleted")
+        assert await again.engine.store.get_state(f"draft:{session_id}") is None
+
+
+async def test_deleting_an_open_chat_closes_its_tab_and_leaves_no_draft(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        chat = await send_and_wait(pilot, "Soon gone")
+        session_id = chat.session_id
+        prompt_input(chat).insert("never sent")
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, SessionBrowser) and "Soon gone" in screen_text(app))
+        await pilot.press("ctrl+d")
+        await until(pilot, lambda: "Delete" in screen_text(app) and not isinstance(app.screen, SessionBrowser))
+        await pilot.press("y")
+        await until(pilot, lambda: app.tab_for(session_id) is None, "the tab closed")
+        assert app.engine is not None
+        await until(pilot, lambda: not app.engine._pending, "the writes")
+        assert await app.engine.store.get_state(f"draft:{session_id}") is None
+
+
 async def test_the_session_browser_opens_a_search_hit_or_focuses_its_open_tab(settings: Settings) -> None:
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:

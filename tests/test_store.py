@@ -486,6 +486,9 @@ async def test_app_state_round_trips_and_persists(tmp_path: Path) -> None:
     async with await Store.open(path) as store:
         assert await store.get_state("tabs") == {"open": [1, 2], "active": 2}
         assert await store.get_state("theme") == "nord"
+        await store.delete_state("theme")
+        await store.delete_state("never set")
+        assert await store.get_state("theme") is None
 
 
 async def test_export_a_branch_as_markdown_and_json(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from core.engine import ChatEngine
 from core.errors import ChatError
 from core.export import to_markdown
 from core.models import Session
-from tui.widgets.chat_tab import ChatTab
+from tui.widgets.chat_tab import ChatTab, draft_key
 from tui.widgets.footer import SteadyFooter
 from tui.widgets.message_list import preload_markdown
 from tui.widgets.prompt_input import PromptInput
@@ -96,8 +96,9 @@ class ChatApp(App[None]):
         for session_id in state.get("sessions", []):
             with contextlib.suppress(ChatError):
                 await self.add_tab(await store.get_session(session_id), activate=False)
-        if not self.tabs:
-            await self.add_tab()
+        # A chat not saved yet has no session to restore; its unsent text brings its tab back.
+        if not self.tabs or await store.get_state(draft_key(None)):
+            await self.add_tab(activate=False)
         index = state.get("active", 0)
         self.activate(self.tabs[index if 0 <= index < len(self.tabs) else 0])
         # After the first frame: the imports hold the GIL, and would slow the frame down from their thread.
@@ -339,10 +340,13 @@ class ChatApp(App[None]):
         # Closing the tab cancels its stream before anything else could write into the deleted session.
         tab = self.tab_for(event.session_id)
         if tab is not None:
+            tab.discard_draft()
             await self.tabbed.remove_pane(tab.id or "")
             if not self.tabs:
                 await self.add_tab()
             self._save_tabs()
+        assert self.engine is not None
+        self.engine.track(self.engine.store.delete_state(draft_key(event.session_id)))
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen

@@ -56,6 +56,11 @@ class TurnStats:
         return " · ".join(parts)
 
 
+def draft_key(session_id: int | None) -> str:
+    """Where a chat's unsent text is kept (app_state); a chat not saved yet has one shared slot."""
+    return f"draft:{session_id if session_id is not None else 'new'}"
+
+
 class ChatTab(TabPane):
     """A tab pane holding one conversation: messages, prompt and status line."""
 
@@ -102,6 +107,10 @@ class ChatTab(TabPane):
         self._live_text: list[str] = []
         self.stats = TurnStats()
         self.set_reactive(ChatTab.title, session.display_title if session else "New chat")
+        self._prompt = PromptInput(placeholder="Message… (Enter to send, ctrl+j for a new line)")
+        self._draft = ""
+        """The unsent text saved for this chat, as last read or written."""
+        self._keep_draft = True
 
     @property
     def session_id(self) -> int | None:
@@ -111,7 +120,7 @@ class ChatTab(TabPane):
         yield Static("Ask anything. Enter sends · ctrl+j adds a line · F1 lists every key.", classes="empty-hint")
         yield MessageList()
         yield Static("", classes="banner")
-        yield PromptInput(placeholder="Message… (Enter to send, ctrl+j for a new line)")
+        yield self._prompt
         yield StatusLine(classes="status-line")
 
     async def on_mount(self) -> None:
@@ -119,11 +128,42 @@ class ChatTab(TabPane):
             await self.load(self.session.id)
         else:
             self._set_empty(True)
+        await self._restore_draft()
         try:
             (await self._profile()).resolve_key(self.engine.settings.environ)
         except ChatError as error:
             self.show_banner(str(error))
         self.refresh_status()
+
+    def on_unmount(self) -> None:
+        # Unsent text outlives the tab (closed, or the app quitting): it is back when the chat is opened again.
+        # Tracked, so that the engine waits for the write before it closes.
+        text = self._prompt.text
+        if self._keep_draft and text != self._draft:
+            store, key = self.engine.store, draft_key(self.session_id)
+            self.engine.track(store.set_state(key, text) if text.strip() else store.delete_state(key))
+
+    async def _restore_draft(self) -> None:
+        store, key = self.engine.store, draft_key(self.session_id)
+        draft = await store.get_state(key)
+        if not isinstance(draft, str) or not draft.strip():
+            return
+        if not self._prompt.text:
+            self._prompt.load_text(draft)
+            self._prompt.move_cursor(self._prompt.document.end)
+        self._draft = draft
+        if self.session_id is None:
+            self._forget_draft()  # a new chat's draft goes to one new tab only
+
+    def _forget_draft(self) -> None:
+        """The saved draft was sent (or taken by a tab): a crash before the next save must not bring it back."""
+        if self._draft:
+            self.engine.track(self.engine.store.delete_state(draft_key(self.session_id)))
+            self._draft = ""
+
+    def discard_draft(self) -> None:
+        """Save nothing when the tab goes (its session was deleted)."""
+        self._keep_draft = False
 
     async def _profile(self) -> Profile:
         if self.session is None:
@@ -214,6 +254,7 @@ class ChatTab(TabPane):
             return
         if await self.send(event.text):
             event.prompt.accept(event.typed)
+            self._forget_draft()
 
     async def send(self, text: str) -> bool:
         """Send ``text`` after the displayed branch. False when it could not be sent (the banner says why)."""
