@@ -316,7 +316,7 @@ def test_the_preload_compiles_the_common_lexers_off_the_event_loop() -> None:
         "-c",
         "from pygments.lexer import RegexLexer\n"
         "from pygments.lexers import find_lexer_class_by_name\n"
-        "from tui.widgets.message_list import PRELOADED_LEXERS, preload_markdown\n"
+        "from tui.widgets.markdown_render import PRELOADED_LEXERS, preload_markdown\n"
         "classes = [find_lexer_class_by_name(name) for name in PRELOADED_LEXERS]\n"
         "classes = [c for c in classes if issubclass(c, RegexLexer)]  # the JSON lexer is hand-written\n"
         "before = [c.__name__ for c in classes if '_tokens' in c.__dict__]\n"

@@ -14,6 +14,7 @@ from textual.pilot import Pilot
 
 from core.models import Message, Role, Status
 from tests.helpers import screen_text
+from tui.widgets import markdown_render
 from tui.widgets import message_list as message_list_module
 from tui.widgets.message_list import ChatEntry, MessageList
 
@@ -140,15 +141,16 @@ async def settle(pilot) -> None:
 
 @pytest.fixture
 def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every Markdown render the widget makes."""
+    """Record every Markdown render the widget makes (itself, or through the module's render_end)."""
     calls: list[str] = []
-    render = message_list_module._render_markdown
+    render = markdown_render.render_markdown
 
     def counting(console: Console, text: str, width: int):
         calls.append(text)
         return render(console, text, width)
 
-    monkeypatch.setattr(message_list_module, "_render_markdown", counting)
+    monkeypatch.setattr(message_list_module, "render_markdown", counting)
+    monkeypatch.setattr(markdown_render, "render_markdown", counting)
     return calls
 
 
@@ -194,7 +196,7 @@ async def test_streamed_reply_ends_identical_to_one_shot_render() -> None:
     ],
 )
 def test_block_scanner_finds_a_boundary_on_the_line_being_streamed(text: str, boundary: int) -> None:
-    assert message_list_module._BlockScanner().feed(text) == boundary
+    assert markdown_render.BlockScanner().feed(text) == boundary
 
 
 async def test_a_finished_paragraph_is_rendered_once_when_the_next_one_starts(count_renders: list[str]) -> None:
@@ -216,8 +218,8 @@ async def test_a_finished_paragraph_is_rendered_once_when_the_next_one_starts(co
 def test_markdown_with_shared_parser_renders_like_rich() -> None:
     console = Console(width=90, color_system="truecolor", force_terminal=True)
     options = console.options.update(width=90, height=None)
-    ours = message_list_module._render_markdown(console, REPLY, 90)
-    theirs = console.render_lines(Markdown(REPLY, code_theme=message_list_module.CODE_THEME), options)
+    ours = markdown_render.render_markdown(console, REPLY, 90)
+    theirs = console.render_lines(Markdown(REPLY, code_theme=markdown_render.CODE_THEME), options)
     assert [strip.text for strip in ours] == ["".join(segment.text for segment in line) for line in theirs]
 
 
@@ -235,7 +237,7 @@ def test_open_code_fence_rendered_in_pieces_matches_one_shot() -> None:
         if item.code_lines:
             text = item.text
             closed = text + ("" if text.endswith("\n") else "\n") + "```\n"
-            assert body == message_list_module._render_markdown(console, closed, 86)
+            assert body == markdown_render.render_markdown(console, closed, 86)
             pieces_checked += 1
     assert pieces_checked > 50
 

@@ -26,7 +26,7 @@ from core.export import to_markdown
 from core.models import Session
 from tui.widgets.chat_tab import ChatTab, draft_key
 from tui.widgets.footer import SteadyFooter
-from tui.widgets.message_list import preload_markdown
+from tui.widgets.markdown_render import preload_markdown
 from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:

@@ -7,19 +7,16 @@ bounded rate. Only messages near the viewport are rendered; the others carry est
 
 from __future__ import annotations
 
-import functools
-import re
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from time import monotonic
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
 from textual import events
 from textual import message as textual_message
 from textual.binding import Binding, BindingType
@@ -31,16 +28,18 @@ from textual.timer import Timer
 from textual.widget import Widget
 
 from core.models import Message, Role, Status
-from core.text import inert
-
-if TYPE_CHECKING:
-    from markdown_it import MarkdownIt
-    from rich.markdown import Markdown
+from tui.widgets.markdown_render import (
+    BlockScanner,
+    code_blocks,
+    estimate_rows,
+    inert_text,
+    render_end,
+    render_markdown,
+    render_plain,
+)
 
 __all__ = ["ChatEntry", "MessageList"]
 
-CODE_THEME = "monokai"
-"""Pygments theme for fenced code: dark background, readable on the app's dark themes."""
 FLUSH_INTERVAL = 0.15
 """Seconds between re-renders of a streaming tail (under 7 Hz): the tail is the only per-delta render."""
 CODE_PIECE_LINES = 4
@@ -53,173 +52,6 @@ GUTTER = "▌"
 STREAMING_MARK = "▍"
 INTERRUPTED_NOTE = "⏸ interrupted — partial reply kept"
 INTERRUPTED_EMPTY_NOTE = "⏸ interrupted before the first word"
-
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
-_LIST_ITEM = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
-
-
-def inert_text(text: str) -> str:
-    """Return `text` with every control character replaced by a visible symbol and tabs expanded.
-
-    Model output is untrusted: an ESC in a reply must be shown, never sent to the terminal.
-    """
-    return inert(text.replace("\r\n", "\n")).expandtabs(4)
-
-
-def _parser() -> MarkdownIt:
-    """One shared MarkdownIt parser: building one costs more than parsing and rendering a paragraph."""
-    global _PARSER
-    if _PARSER is None:
-        from markdown_it import MarkdownIt
-
-        _PARSER = MarkdownIt().enable("strikethrough").enable("table")
-    return _PARSER
-
-
-_PARSER: MarkdownIt | None = None
-
-
-@functools.cache
-def _markdown_class() -> type[Markdown]:
-    """Rich's Markdown with the shared parser, defined on first use: markdown_it and rich.markdown take ~50 ms to
-    import, which the first frame of an empty tab need not wait for (the app preloads them after it)."""
-    from rich.markdown import Markdown
-
-    class SharedParserMarkdown(Markdown):
-        """Mirrors `rich.markdown.Markdown.__init__` (rich 15) but for the parser; tests/test_message_list.py
-        checks that both render the same lines."""
-
-        def __init__(self, markup: str, code_theme: str = CODE_THEME) -> None:
-            self.markup = markup
-            self.parsed = _parser().parse(markup)
-            self.code_theme = code_theme
-            self.justify = None
-            self.style = "none"
-            self.hyperlinks = True
-            self.inline_code_lexer = None
-            self.inline_code_theme = code_theme
-
-    return SharedParserMarkdown
-
-
-# Languages models write most often. Pygments compiles a lexer's regular expressions on its first use, on the
-# event loop in the middle of a stream: 43 ms for Python here, 20 for JavaScript.
-PRELOADED_LEXERS = ("python", "bash", "json", "javascript", "typescript")
-
-
-def preload_markdown() -> None:
-    """Import the Markdown renderer and compile common lexers ahead of the first reply (the app calls this from
-    a thread)."""
-    from pygments.lexers import get_lexer_by_name
-
-    _markdown_class()
-    _parser()
-    for name in PRELOADED_LEXERS:
-        get_lexer_by_name(name)
-
-
-def _render_markdown(console: Console, text: str, width: int) -> list[Strip]:
-    """Render Markdown to lines of exactly `width` cells (the one place replies are rendered)."""
-    markdown = _markdown_class()(inert_text(text))
-    lines = console.render_lines(markdown, console.options.update(width=width, height=None))
-    return [Strip(line, width) for line in lines]
-
-
-def _render_plain(console: Console, text: str, width: int, style: str | Style = "") -> list[Strip]:
-    """Render plain text wrapped to `width` cells: prompts are shown as typed, not as Markdown."""
-    renderable = Text(inert_text(text), style=style, overflow="fold", end="")
-    lines = console.render_lines(renderable, console.options.update(width=width, height=None))
-    return [Strip(line, width) for line in lines]
-
-
-def _render_end(console: Console, text: str, width: int, rows: int) -> tuple[int, list[Strip]] | None:
-    """Render `text` from the last block boundary that leaves at least `rows` rows: (boundary, lines), or None
-    if it cannot be split. Pure, so a thread may run it."""
-    scanner = _BlockScanner()
-    scanner.feed(text)
-    for boundary in reversed(scanner.boundaries):
-        if _estimate_rows(text[boundary:], width) >= rows:
-            return boundary, _render_markdown(console, text[boundary:], width)
-    return None
-
-
-def _estimate_rows(text: str, width: int) -> int:
-    """Rows `text` takes wrapped to `width`, roughly (Markdown spacing is close to the source's)."""
-    width = max(1, width)
-    return sum(len(line) // width + 1 for line in text.split("\n"))
-
-
-def code_blocks(markdown_text: str) -> list[str]:
-    """The contents of the fenced and indented code blocks in `markdown_text`, in order."""
-    tokens = _parser().parse(markdown_text)
-    return [token.content for token in tokens if token.type in ("fence", "code_block")]
-
-
-class _BlockScanner:
-    """Finds where the finished Markdown blocks of a growing text end.
-
-    A boundary is the start of a line that follows a blank line outside a fenced code block, that is not
-    indented (an indented line may continue a list item) and does not start a list item (a loose list stays
-    one block). Everything before the latest boundary keeps its rendering when more text arrives, give or
-    take link reference definitions, which the one-shot render at the end of the stream settles.
-    """
-
-    __slots__ = ("position", "fence", "fence_start", "fence_body", "after_blank", "boundary", "boundaries")
-
-    def __init__(self) -> None:
-        self.position = 0
-        """Start of the first line not scanned yet (only complete lines are scanned)."""
-        self.fence: str | None = None
-        """The marker (``` or ~~~, or longer) of the fenced code block still open, if any."""
-        self.fence_start = 0
-        """Offset of the open fence's opening line."""
-        self.fence_body = 0
-        """Offset of the open fence's first code line."""
-        self.after_blank = False
-        self.boundary = 0
-        self.boundaries: list[int] = []
-        """Every boundary found, in order."""
-
-    def feed(self, text: str) -> int:
-        """Scan the complete lines added since the last call; return the latest boundary offset."""
-        position = self.position
-        find = text.find
-        while (end := find("\n", position)) >= 0:
-            line = text[position:end]
-            if self.fence is not None:
-                match = _FENCE.match(line)
-                if (
-                    match
-                    and match.group(1)[0] == self.fence[0]
-                    and len(match.group(1)) >= len(self.fence)
-                    and not line[match.end() :].strip()
-                ):
-                    self.fence = None
-            elif not line.strip():
-                self.after_blank = True
-            else:
-                if self.after_blank and self._starts_block(line):
-                    self.boundary = position
-                    self.boundaries.append(position)
-                self.after_blank = False
-                match = _FENCE.match(line)
-                if match and (match.group(1)[0] == "~" or "`" not in line[match.end() :]):
-                    self.fence = match.group(1)
-                    self.fence_start, self.fence_body = position, end + 1
-            position = end + 1
-        self.position = position
-        streaming_line = text[position : position + 12]
-        if self.fence is None and self.after_blank and self._starts_block(streaming_line, complete=False):
-            # The line being streamed already starts a new block: the one before it is finished now, not only
-            # once this line ends (a paragraph is usually one long line, re-rendered whole in the tail till then).
-            return position
-        return self.boundary
-
-    @staticmethod
-    def _starts_block(line: str, *, complete: bool = True) -> bool:
-        """Whether a line after a blank line starts a new block. Of a line still streaming only the start is known,
-        and a run of digits may yet become a list item's number."""
-        return bool(line) and line[0] not in " \t" and not _LIST_ITEM.match(line) and (complete or not line.isdigit())
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +121,7 @@ class _Item:
         self.rows: dict[int, Strip] = {}
         """Composed rows (gutter, styles, selection) by row number: render_line serves these."""
         self.rows_generation = -1
-        self.scanner: _BlockScanner | None = None
+        self.scanner: BlockScanner | None = None
         self.done_end = 0
         """While streaming: end offset of the finished blocks already rendered into `done_body`."""
         self.done_body: list[Strip] = []
@@ -307,7 +139,7 @@ class _Item:
         """`body` renders only the end of the text, with estimated blank rows above (see `_render_item`)."""
         self.placeholder = 0
         self.prerendered: tuple[int, int, int, tuple[int, list[Strip]] | None] | None = None
-        """(width, rows, text length, `_render_end`'s result), rendered by a thread while the list was hidden."""
+        """(width, rows, text length, `render_end`'s result), rendered by a thread while the list was hidden."""
         """While `partial`: how many blank rows stand for the unrendered start of the text, at the top of `body`."""
 
     @property
@@ -341,7 +173,7 @@ class _Item:
 
     def estimate_height(self, width: int) -> int:
         """A cheap guess of the rendered height, good enough for the scrollbar until the real render."""
-        rows = _estimate_rows(self.text, width)
+        rows = estimate_rows(self.text, width)
         status = self.entry.message.status
         footer = 2 if status == Status.ERROR else 1 if status in (Status.STREAMING, Status.INTERRUPTED) else 0
         return 1 + rows + footer + 1
@@ -619,7 +451,7 @@ class MessageList(ScrollView, can_focus=True):
         console = self.app.console
 
         def render() -> None:
-            item.prerendered = (width, rows, len(text), _render_end(console, text, width, rows))
+            item.prerendered = (width, rows, len(text), render_end(console, text, width, rows))
 
         self.run_worker(render, thread=True, group="prerender", exit_on_error=False)
 
@@ -930,7 +762,7 @@ class MessageList(ScrollView, can_focus=True):
         if body is not None:
             pass
         elif item.is_user:
-            body = _render_plain(console, text, width)
+            body = render_plain(console, text, width)
         elif item.is_streaming:
             old_body = item.body if item.width == width and not item.partial else []
             body, first_changed = self._render_streaming(console, item, width)
@@ -941,7 +773,7 @@ class MessageList(ScrollView, can_focus=True):
                 row += 1
             first_changed = row + 1
         elif text:
-            body = _render_markdown(console, text, width)
+            body = render_markdown(console, text, width)
         else:
             body = []
         footer: list[Strip] = []
@@ -952,7 +784,7 @@ class MessageList(ScrollView, can_focus=True):
             footer = [Strip([Segment(note)]).adjust_cell_length(width)]
         elif message.status == Status.ERROR:
             error = (message.error or "The reply failed.").strip()
-            footer = _render_plain(console, f"⚠ {error} — ctrl+r to retry", width)
+            footer = render_plain(console, f"⚠ {error} — ctrl+r to retry", width)
         item.body = body
         item.partial = partial
         if not partial:
@@ -972,12 +804,12 @@ class MessageList(ScrollView, can_focus=True):
         if ready is not None and ready[:3] == (width, rows, len(text)):
             end = ready[3]
         else:
-            end = _render_end(console, text, width, rows)
+            end = render_end(console, text, width, rows)
         if end is None:
             return None
         start, end_lines = end
         placeholder = Strip.blank(width)
-        item.placeholder = _estimate_rows(text[:start], width)
+        item.placeholder = estimate_rows(text[:start], width)
         body = [placeholder] * item.placeholder + end_lines
         item.scanner = None
         item.done_body, item.done_end, item.done_width = [], 0, 0
@@ -988,13 +820,13 @@ class MessageList(ScrollView, can_focus=True):
         """Render a streaming reply: finished blocks once (kept as lines), the live tail every time."""
         text = item.text
         if item.scanner is None:
-            item.scanner = _BlockScanner()
+            item.scanner = BlockScanner()
         boundary = item.scanner.feed(text)
         if item.done_width != width:
             item.done_body, item.done_end, item.done_width = [], 0, width
         first_changed = 1 + len(item.done_body)
         if boundary > item.done_end:
-            lines = _render_markdown(console, text[item.done_end : boundary], width)
+            lines = render_markdown(console, text[item.done_end : boundary], width)
             if item.done_body and lines:
                 item.done_body.append(Strip.blank(width))
             item.done_body.extend(lines)
@@ -1005,7 +837,7 @@ class MessageList(ScrollView, can_focus=True):
         else:
             item.code_start = -1
             tail = text[item.done_end :]
-            tail_lines = _render_markdown(console, tail, width) if tail.strip() else []
+            tail_lines = render_markdown(console, tail, width) if tail.strip() else []
         body = list(item.done_body)
         if body and tail_lines:
             body.append(Strip.blank(width))
@@ -1034,7 +866,7 @@ class MessageList(ScrollView, can_focus=True):
             stripped = pending.rstrip()
             piece_end = text.find("\n", item.code_end + len(stripped)) + 1
             if stripped and piece_end > item.code_end:
-                lines = _render_markdown(console, opener + text[item.code_end : piece_end] + closer, width)
+                lines = render_markdown(console, opener + text[item.code_end : piece_end] + closer, width)
                 if item.code_lines:
                     lines = lines[1:]
                 if lines:
@@ -1043,10 +875,10 @@ class MessageList(ScrollView, can_focus=True):
                 item.code_end = piece_end
         rest = text[item.code_end :]
         if not item.code_lines:
-            return _render_markdown(console, opener + rest, width)
+            return render_markdown(console, opener + rest, width)
         if rest.strip():
             rest += "" if rest.endswith("\n") else "\n"
-            return item.code_lines + _render_markdown(console, opener + rest + closer, width)[1:]
+            return item.code_lines + render_markdown(console, opener + rest + closer, width)[1:]
         return item.code_lines + ([item.code_pad] if item.code_pad is not None else [])
 
     def _get_styles(self) -> _Styles:
