@@ -20,6 +20,7 @@ import pytest
 from textual import events
 from textual._xterm_parser import XTermParser
 from textual.command import CommandPalette
+from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, TextArea
@@ -668,6 +669,20 @@ async def test_ctrl_w_in_a_prompt_holding_text_deletes_a_word_instead_of_closing
         await until(pilot, lambda: not close_key_disabled(), "Close enabled again")
         await pilot.press("ctrl+w")
         await until(pilot, lambda: len(app.tabs) == 1, "the tab closed")
+
+
+async def test_a_removed_prompt_still_on_a_dialogs_backdrop_paints_blank(settings: Settings) -> None:
+    """What a dialog showed of a chat deleted behind it: the removed prompt must paint, not raise (it ended the app)."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await new_tab(pilot)
+        prompt = prompt_input(tab)
+        prompt.insert("typed")
+        await app.tabbed.remove_pane(tab.id or "")
+        assert not prompt.is_attached
+        lines = prompt.render_lines(Region(0, 0, 20, 3))
+        assert [line.text for line in lines] == [" " * 20] * 3
 
 
 # -- sessions: restoring, browsing ------------------------------------------------------------------------------

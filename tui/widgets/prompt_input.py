@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from textual import events
 from textual.binding import Binding
+from textual.geometry import Region
 from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import TextArea
 
 # Terminals without the kitty keyboard protocol report shift/ctrl+Enter as plain Enter: ctrl+J is the fallback.
@@ -51,6 +53,14 @@ class PromptInput(TextArea):
         if bool(self.text) != self._holds_text:
             self._holds_text = not self._holds_text
             self.refresh_bindings()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # A dialog paints the screen behind it from that screen's last layout, which can still hold a prompt whose
+        # tab was just closed (a chat deleted from the browser). Textual 8 clears a removed widget's styles, and
+        # TextArea needs them to render: a KeyError that ended the app. A removed prompt paints blank instead.
+        if not self.is_attached:
+            return [Strip.blank(crop.width)] * crop.height
+        return super().render_lines(crop)
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
