@@ -656,3 +656,15 @@ async def test_rows_a_shorter_conversation_leaves_are_repainted_blank(how: str) 
         shown = screen_text(app)
         assert ("Cannot connect." in shown) is (how != "all removed")
         assert "Paragraph" not in shown
+
+
+async def test_a_removed_list_paints_blank_rows() -> None:
+    """A dialog may paint the screen behind it from a layout that still holds a list whose tab was just closed."""
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(4))
+        await settle(pilot)
+        await view.remove()
+        view.notify_style_update()  # the styles it renders with are gone with it
+        assert view.render_line(0).text.strip() == ""

@@ -942,6 +942,8 @@ class MessageList(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         content_width = self.scrollable_content_region.width
+        if not self.is_attached:  # painted behind a dialog after its tab closed: see PromptInput.render_lines
+            return Strip.blank(content_width)
         item = self._item_at(round(self.scroll_y) + y)
         if item is None:
             return Strip.blank(content_width, self._get_styles().base)
