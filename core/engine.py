@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from core.config import Profile, Settings
-from core.errors import ChatError, StreamBroken
+from core.errors import ChatError, StoreError, StreamBroken
 from core.models import Message, Role, Status
 from core.provider import close_chat_model, openai_chat_model, provider_error
 from core.store import Store
@@ -144,45 +144,47 @@ class Turn:
                     if chunk.response_metadata.get("finish_reason"):
                         finished = True
                     if len(parts) != flushed and time.monotonic() - last_flush >= FLUSH_INTERVAL:
-                        flushed = len(parts)
-                        await store.flush_reply(reply_id, "".join(parts))
+                        # A save the database refuses (locked by another program past the busy timeout, disk
+                        # full) does not stop the reply: the next interval tries again, and the end says so.
+                        with suppress(StoreError):
+                            await store.flush_reply(reply_id, "".join(parts))
+                            flushed = len(parts)
                         last_flush = time.monotonic()
                     await pacer.after_chunk(arrived, batching=bool(parts) and not finished)
             if not finished:
                 raise StreamBroken("The reply ended before the server finished it; the partial reply was kept.")
-            finish = store.finish_reply(
-                reply_id,
-                "".join(parts),
-                Status.COMPLETE,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-            )
-            message = await self._save(finish)
-            self._events.put_nowait(ReplyFinished(message))
-            return message
+            return await self._end("".join(parts), Status.COMPLETE, usage)
         except asyncio.CancelledError:
-            finish = store.finish_reply(reply_id, "".join(parts), Status.INTERRUPTED, **_usage_kwargs(usage))
-            message = await self._save(finish)
-            self._events.put_nowait(ReplyFinished(message))
-            return message
+            return await self._end("".join(parts), Status.INTERRUPTED, usage)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a saved error row and one event
             error = exc if isinstance(exc, ChatError) else provider_error(exc, self.profile)
-            text = "".join(parts)
-            finish = store.finish_reply(reply_id, text, Status.ERROR, error=str(error), **_usage_kwargs(usage))
-            message = await self._save(finish)
-            self._events.put_nowait(ReplyFailed(message, error))
-            return message
+            return await self._end("".join(parts), Status.ERROR, usage, error)
 
-    async def _save(self, finish: Coroutine[Any, Any, Message]) -> Message:
-        """Write the reply's last state even if cancelled meanwhile (tab closed, Esc pressed twice, app quit):
-        a cancel escaping from here would leave no final event, a ``wait()`` that raises and a stale row."""
+    async def _end(self, text: str, status: Status, usage: ReplyUsage, error: ChatError | None = None) -> Message:
+        """Save the reply's last state and announce it with the one final event.
+
+        Saved even if cancelled meanwhile (tab closed, Esc pressed twice, app quit): a cancel escaping from here
+        would leave no final event, a ``wait()`` that raises and a stale row. If the database refuses the save,
+        the final event still comes, as a failure that says so, with the text as it streamed.
+        """
+        finish = self._engine.store.finish_reply(
+            self.reply.id, text, status, error=str(error) if error else None, **_usage_kwargs(usage)
+        )
         saving = self._engine.track(finish)
         while not saving.done():
             try:
                 await asyncio.shield(saving)
             except asyncio.CancelledError:
                 continue
-        return saving.result()
+            except Exception:  # noqa: BLE001 - read from the future below
+                break
+        if (failure := saving.exception()) is not None:
+            error = StoreError(f"The reply could not be saved ({failure}); it is shown here but not kept.")
+            message = replace(self.reply, content=text, status=Status.ERROR, error=str(error), **_usage_kwargs(usage))
+        else:
+            message = saving.result()
+        self._events.put_nowait(ReplyFinished(message) if error is None else ReplyFailed(message, error))
+        return message
 
 
 class _ReadPacer:

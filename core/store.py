@@ -258,6 +258,9 @@ class Store:
                 raise
             try:
                 yield db
+            except sqlite3.Error as exc:  # a statement failed (disk full, I/O error): in words, like the rest
+                await _rollback(db)
+                raise _translate(exc, self.file) from exc
             except BaseException:
                 await _rollback(db)
                 raise

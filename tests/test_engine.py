@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing
+from contextlib import aclosing, closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core import store as store_module
 from core.config import Profile, Settings
 from core.engine import ChatEngine, ReplyDelta, ReplyFailed, ReplyFinished, ReplyUsage, Turn
 from core.errors import (
@@ -22,6 +26,7 @@ from core.errors import (
     ModelNotFound,
     RateLimited,
     ServerFailed,
+    StoreError,
     StreamBroken,
     TimedOut,
 )
@@ -198,6 +203,54 @@ async def test_flushes_are_bounded_and_visible_while_streaming(engine: ChatEngin
     writes = engine.store.write_transactions - before
     # start_turn + finish_reply, and at most one flush per FLUSH_INTERVAL (0.5 s) of streaming, never per token.
     assert 3 <= writes <= 2 + 2 * elapsed, (writes, elapsed)
+
+
+@contextlib.contextmanager
+def another_program_writing(path: Path) -> Iterator[None]:
+    """Hold the database's write lock from another connection, as a sqlite3 shell in a transaction would."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+
+
+@pytest.fixture
+async def impatient_engine(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ChatEngine]:
+    """An engine whose writes give up on a locked database after 0.2 s instead of 15."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 200)
+    async with ChatEngine.open(settings) as chat_engine:
+        yield chat_engine
+
+
+async def test_saves_refused_mid_stream_do_not_stop_the_reply(impatient_engine: ChatEngine) -> None:
+    engine = impatient_engine
+    session = await engine.store.create_session()
+    first = await complete_turn(engine, session.id, "warm up", None)  # the model client is built: streams at once
+    turn = await engine.send(session.id, "a two-second reply [[tps=50 tokens=100]]", parent_id=first.id)
+    consuming = asyncio.ensure_future(run_turn(turn))
+    await asyncio.sleep(0.3)
+    before = engine.store.write_transactions
+    with another_program_writing(engine.settings.db_path):
+        await asyncio.sleep(1.2)  # two flushes refused meanwhile
+    assert engine.store.write_transactions == before
+    text, final = await asyncio.wait_for(consuming, timeout=10)
+    assert isinstance(final, ReplyFinished)
+    assert final.message.status is Status.COMPLETE and final.message.content == text
+    assert (await engine.store.get_message(turn.reply.id)).content == text
+
+
+async def test_a_final_save_refused_still_ends_the_reply_and_says_so(impatient_engine: ChatEngine) -> None:
+    engine = impatient_engine
+    session = await engine.store.create_session()
+    turn = await engine.send(session.id, "a short reply [[tps=100 tokens=30]]", parent_id=None)
+    with another_program_writing(engine.settings.db_path):
+        text, final = await asyncio.wait_for(run_turn(turn), timeout=10)
+    assert isinstance(final, ReplyFailed) and isinstance(final.error, StoreError)
+    assert "could not be saved" in str(final.error) and "locked" in str(final.error)
+    assert final.message.content == text and final.message.status is Status.ERROR
+    assert (await turn.wait()) == final.message
 
 
 async def test_a_paced_reply_is_read_in_batches_not_a_wake_up_per_token(engine: ChatEngine) -> None:
