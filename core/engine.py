@@ -92,6 +92,11 @@ class Turn:
     def done(self) -> bool:
         return self._task.done()
 
+    @property
+    def result(self) -> Message | None:
+        """The reply's row as last saved (or as it ended, if that save failed), once the turn is done."""
+        return self._task.result() if self._task.done() else None
+
     def cancel(self) -> None:
         """Stop the reply: it is saved as ``interrupted`` with its partial text. Safe to call at any time."""
         self._task.cancel()

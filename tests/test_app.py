@@ -496,6 +496,36 @@ async def test_regenerate_and_edit_make_branches_and_left_right_switch_between_t
 # -- failures ---------------------------------------------------------------------------------------------------
 
 
+async def test_a_regenerated_reply_that_ends_while_its_branch_loads_shows_in_full(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fast reply may end before the new branch is read: the branch's rows must not replace the finished reply."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Quick one")
+        first = last_reply(tab).message
+        assert app.engine is not None
+        store = app.engine.store
+        counts = store.sibling_counts
+
+        async def slow_counts(ids: Any) -> Any:
+            await asyncio.sleep(0.5)  # the full-speed reply ends meanwhile
+            return await counts(ids)
+
+        monkeypatch.setattr(store, "sibling_counts", slow_counts)
+        view = message_list(tab)
+        view.focus()
+        view.selected_id = first.id
+        await pilot.press("r")
+        await until(pilot, lambda: tab.turn is not None and tab.turn.reply.id != first.id and settled(tab))
+        await pilot.pause(0.3)
+        shown = last_reply(tab)
+        assert shown.message.id == tab.turn.reply.id
+        assert shown.message.status is Status.COMPLETE
+        assert shown.message.content == expected_reply("Quick one")
+
+
 async def test_a_failing_tab_beside_a_healthy_one_and_retry(
     settings: Settings, server: LocalServer, tmp_path: Path
 ) -> None:

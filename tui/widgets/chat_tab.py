@@ -204,11 +204,13 @@ class ChatTab(TabPane):
 
     async def _entries(self, messages: list[Message]) -> list[ChatEntry]:
         counts = await self.engine.store.sibling_counts(m.id for m in messages)
-        live_id = self.turn.reply.id if self.turn and not self.turn.done else None
+        turn = self.turn
         entries = []
         for message in messages:
-            if message.id == live_id:  # the flushed row may be behind the text this tab holds in memory
-                message = replace(message, content="".join(self._live_text))
+            if turn is not None and message.id == turn.reply.id:
+                # The row was read while the reply streamed: the text this tab holds is ahead of it, and if the
+                # reply ended since (a fast one, while a new branch loaded), the row as it ended is.
+                message = turn.result or replace(message, content="".join(self._live_text))
             index, count = counts.get(message.id, (1, 1))
             entries.append(ChatEntry(message, index, count))
         return entries
