@@ -1008,6 +1008,30 @@ async def test_the_palette_offers_the_message_actions_where_they_apply(settings:
 # -- quitting ---------------------------------------------------------------------------------------------------
 
 
+async def test_export_writes_the_branch_and_a_failed_write_is_a_notice(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = ChatApp(settings)
+    notices: list[tuple[str, str]] = []
+    monkeypatch.setattr(app, "notify", lambda message, severity="information", **_: notices.append((message, severity)))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Export me")
+        target = tmp_path / f"chat-{tab.session_id}.md"
+        await palette_run(pilot, "export", "Save this branch as Markdown")
+        await until(pilot, target.exists, "the export")
+        assert "Export me" in target.read_text(encoding="utf-8")
+        assert notices == [(f"Exported to {target}", "information")]
+
+        target.unlink()
+        target.mkdir()  # the file cannot be written now
+        await palette_run(pilot, "export", "Save this branch as Markdown")
+        await until(pilot, lambda: len(notices) == 2, "the notice")
+        assert notices[1] == (f"Could not export to {target}: Is a directory", "error")
+        assert app.is_running
+
+
 async def test_quitting_while_replies_stream_keeps_them_as_interrupted(settings: Settings, tmp_path: Path) -> None:
     prompts = [f"First long one {SLOW}", f"Second long one {SLOW}", f"Third long one {SLOW}"]
     app = ChatApp(settings)

@@ -361,8 +361,13 @@ class ChatApp(App[None]):
             return
         messages = await self.engine.store.path(tab.leaf_id)
         target = Path.cwd() / f"chat-{session.id}.md"
-        target.write_text(to_markdown(session, messages), encoding="utf-8")
-        self.notify(f"Exported to {target}")
+        try:
+            # Off the event loop: a long conversation is megabytes, and the folder may be a slow or network one.
+            await asyncio.to_thread(target.write_text, to_markdown(session, messages), encoding="utf-8")
+        except OSError as error:
+            self.notify(f"Could not export to {target}: {error.strerror or error}", severity="error", markup=False)
+            return
+        self.notify(f"Exported to {target}", markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
