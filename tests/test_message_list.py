@@ -139,6 +139,14 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+async def with_streaming_reply(pilot: Pilot[None]) -> MessageList:
+    """The list showing six messages and an empty streaming reply (id 7), settled."""
+    view = pilot.app.query_one(MessageList)
+    view.set_entries(conversation(6) + [ChatEntry(make_message(7, "assistant", "", Status.STREAMING))])
+    await settle(pilot)
+    return view
+
+
 @pytest.fixture
 def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every Markdown render the widget makes (itself, or through the module's render_end)."""
@@ -267,9 +275,7 @@ async def test_control_and_escape_sequences_are_shown_inert() -> None:
 async def test_follows_the_end_while_streaming_unless_scrolled_up() -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        view = app.query_one(MessageList)
-        view.set_entries(conversation(6) + [ChatEntry(make_message(7, "assistant", "", Status.STREAMING))])
-        await settle(pilot)
+        view = await with_streaming_reply(pilot)
         for n in range(60):
             view.append_text(7, f"streamed line {n}\n\n")
             if n % 10 == 9:
@@ -297,9 +303,7 @@ async def test_a_finished_reply_rests_with_its_last_line_at_the_bottom() -> None
     """While streaming, rows are kept free below the tail; once the reply is done they are given back."""
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        view = app.query_one(MessageList)
-        view.set_entries(conversation(6) + [ChatEntry(make_message(7, "assistant", "", Status.STREAMING))])
-        await settle(pilot)
+        view = await with_streaming_reply(pilot)
         text = "".join(f"streamed line {n}\n\n" for n in range(40))
         view.append_text(7, text)
         await settle(pilot)
