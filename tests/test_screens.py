@@ -407,6 +407,19 @@ async def test_model_picker_marks_the_current_server_model_and_picks_a_profile(
     assert app.results == [ModelChoice("default")]
 
 
+async def test_model_picker_offers_the_demo_profile_only_in_demo_mode(tmp_path: Path, demo_server: LocalServer) -> None:
+    environ = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": demo_server.url}
+    settings = load_settings(db=tmp_path / "m.db", config=tmp_path / "none.toml", environ=environ)
+    async with ChatEngine.open(settings) as engine:
+        picker = ModelPicker(engine, current=ModelChoice("default"))
+        app = Host(picker)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await until(pilot, lambda: picker.server_models is not None)
+            text = screen_text(app)
+            assert "● default" in text and "demo-fast" in text  # the server's models are listed
+            assert "OpenAI" not in text  # the demo profile's row: without its server it would ask OpenAI
+
+
 async def test_model_picker_with_a_dead_server_lists_none_and_escape_cancels(tmp_path: Path) -> None:
     with LocalServer() as server:
         dead_url = server.url  # stopped when the block ends: nothing listens there any more

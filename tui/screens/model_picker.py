@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from core.config import Profile
+from core.config import DEMO_PROFILE, Profile
 from core.engine import ChatEngine
 from tui.screens.dialogs import key_hints
 
@@ -88,6 +88,8 @@ class ModelPicker(ModalScreen[ModelChoice | None]):
         rows: list[Option] = [Option(Text("Profiles", style="bold"), disabled=True)]
         marked = None
         for profile in self.engine.settings.profiles.values():
+            if profile.name == DEMO_PROFILE and not self.engine.settings.demo:
+                continue  # its server runs only with --demo: picked here, it would ask OpenAI for a model "demo"
             option_id = f"profile:{profile.name}"
             self._choices[option_id] = ModelChoice(profile.name)
             is_current = profile.name == self.current.profile and self.current.model is None
