@@ -838,6 +838,33 @@ async def test_the_session_browser_opens_a_search_hit_or_focuses_its_open_tab(se
         assert [tab.session_id for tab in app.tabs].count(kept.session_id) == 1
 
 
+async def test_opening_a_chat_replaces_an_untouched_new_chat_but_not_one_with_text(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        first = await send_and_wait(pilot, "An old chat")
+        old_id = first.session_id
+        assert old_id is not None
+        await pilot.press("ctrl+w")
+        await until(pilot, lambda: app.tab_for(old_id) is None and len(app.tabs) == 1, "a new chat in its place")
+        blank = app.tabs[0]
+        await app.open_session(old_id)
+        await until(pilot, lambda: [t.session_id for t in app.tabs] == [old_id], "the blank tab replaced")
+        assert not blank.is_attached
+
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: len(app.tabs) == 2 and app.active_tab is not None and app.active_tab.is_blank)
+        typed = app.active_tab
+        prompt_input(typed).insert("keep me")
+        await pilot.press("alt+1")
+        await until(pilot, lambda: app.active_tab is app.tabs[0])
+        await pilot.press("ctrl+w")  # the old chat closes: the tab with text stays, and is shown
+        await until(pilot, lambda: app.tabs == [typed], "only the typed tab")
+        await app.open_session(old_id)
+        await until(pilot, lambda: len(app.tabs) == 2, "a second tab")
+        assert app.tabs[0] is typed and prompt_input(typed).text == "keep me"
+
+
 # -- tab marks, help, command palette -----------------------------------------------------------------------------
 
 

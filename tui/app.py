@@ -217,7 +217,11 @@ class ChatApp(App[None]):
         assert self.engine is not None
         tab = self.tab_for(session_id)
         if tab is None:
+            blank = self.active_tab if self.active_tab is not None and self.active_tab.is_blank else None
             tab = await self.add_tab(await self.engine.store.get_session(session_id))
+            if blank is not None:  # an untouched new chat gives its place up, as a browser's blank tab does
+                await self.tabbed.remove_pane(blank.id or "")
+                self._save_tabs()
         else:
             self.activate(tab)
         if message_id is not None:

@@ -116,6 +116,11 @@ class ChatTab(TabPane):
     def session_id(self) -> int | None:
         return self.session.id if self.session else None
 
+    @property
+    def is_blank(self) -> bool:
+        """A new chat nothing was typed or sent in."""
+        return self.session is None and self.turn is None and not self._prompt.text
+
     def compose(self) -> ComposeResult:
         yield Static("Ask anything. Enter sends · ctrl+j adds a line · F1 lists every key.", classes="empty-hint")
         yield MessageList()
