@@ -584,6 +584,22 @@ class Store:
         async with self._transaction() as db:
             await db.execute("DELETE FROM app_state WHERE key = ?", (key,))
 
+    async def get_draft(self, session_id: int | None) -> str:
+        """The unsent text kept for a session ('' if none); None stands for a chat not saved yet (one slot)."""
+        draft = await self.get_state(_draft_key(session_id))
+        return draft if isinstance(draft, str) else ""
+
+    async def set_draft(self, session_id: int | None, text: str) -> None:
+        """Keep ``text`` as the session's unsent text; blank text removes it."""
+        if text.strip():
+            await self.set_state(_draft_key(session_id), text)
+        else:
+            await self.delete_state(_draft_key(session_id))
+
+
+def _draft_key(session_id: int | None) -> str:
+    return f"draft:{session_id if session_id is not None else 'new'}"
+
 
 async def _rollback(db: aiosqlite.Connection) -> None:
     """Undo the open transaction, even if cancelled meanwhile (a tab closed mid-save): the connection's thread runs

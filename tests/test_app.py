@@ -37,7 +37,7 @@ from tui.screens.dialogs import TextPrompt
 from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelPicker
 from tui.screens.session_browser import SessionBrowser
-from tui.widgets.chat_tab import ChatTab, draft_key
+from tui.widgets.chat_tab import ChatTab
 from tui.widgets.message_list import ChatEntry, MessageList
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.status_line import StatusLine
@@ -738,13 +738,13 @@ async def test_the_open_tabs_come_back_at_the_next_start(settings: Settings) -> 
         assert [label(again, tab) for tab in again.tabs] == ["First chat", "Chat [b]two[/b]"]
 
 
-async def saved_draft(pilot: Pilot[Any], session_id: int | None) -> object:
+async def saved_draft(pilot: Pilot[Any], session_id: int | None) -> str:
     """The unsent text saved for a session, once the engine's pending writes are done."""
     app = pilot.app
     assert isinstance(app, ChatApp) and app.engine is not None
     engine = app.engine
     await until(pilot, lambda: not engine._pending, "the engine's writes")
-    return await engine.store.get_state(draft_key(session_id))
+    return await engine.store.get_draft(session_id)
 
 
 async def test_unsent_text_comes_back_after_a_restart_and_a_reopened_tab(settings: Settings) -> None:
@@ -780,7 +780,7 @@ async def test_unsent_text_comes_back_after_a_restart_and_a_reopened_tab(setting
         await until(pilot, lambda: again.focused is prompt_input(reopened))
         await press(pilot, "enter")
         await until(pilot, lambda: settled(reopened) and not prompt_input(reopened).text, "the draft sent")
-        assert await saved_draft(pilot, session_id) is None
+        assert await saved_draft(pilot, session_id) == ""
 
 
 async def test_deleting_an_open_chat_closes_its_tab_and_leaves_no_draft(settings: Settings) -> None:
@@ -796,7 +796,7 @@ async def test_deleting_an_open_chat_closes_its_tab_and_leaves_no_draft(settings
         await until(pilot, lambda: "Delete" in screen_text(app) and not isinstance(app.screen, SessionBrowser))
         await pilot.press("y")
         await until(pilot, lambda: app.tab_for(session_id) is None, "the tab closed")
-        assert await saved_draft(pilot, session_id) is None
+        assert await saved_draft(pilot, session_id) == ""
 
 
 async def test_the_session_browser_opens_a_search_hit_or_focuses_its_open_tab(settings: Settings) -> None:

@@ -491,6 +491,20 @@ async def test_app_state_round_trips_and_persists(tmp_path: Path) -> None:
         assert await store.get_state("theme") is None
 
 
+async def test_drafts_are_kept_per_session_and_blank_text_removes_them(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "drafts.db") as store:
+        assert await store.get_draft(1) == ""
+        await store.set_draft(1, "half a thought")
+        await store.set_draft(None, "a new chat's words")
+        assert (await store.get_draft(1), await store.get_draft(2), await store.get_draft(None)) == (
+            "half a thought",
+            "",
+            "a new chat's words",
+        )
+        await store.set_draft(1, "  \n")
+        assert await store.get_draft(1) == "" and await store.get_state("draft:1") is None
+
+
 async def test_export_a_branch_as_markdown_and_json(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "export.db", clock=ticking_clock()) as store:
         session = await store.create_session("Export me")

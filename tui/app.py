@@ -24,7 +24,7 @@ from core.engine import ChatEngine
 from core.errors import ChatError
 from core.export import to_markdown
 from core.models import Session
-from tui.widgets.chat_tab import ChatTab, draft_key
+from tui.widgets.chat_tab import ChatTab
 from tui.widgets.footer import SteadyFooter
 from tui.widgets.markdown_render import preload_markdown
 from tui.widgets.prompt_input import PromptInput
@@ -97,7 +97,7 @@ class ChatApp(App[None]):
             with contextlib.suppress(ChatError):
                 await self.add_tab(await store.get_session(session_id), activate=False)
         # A chat not saved yet has no session to restore; its unsent text brings its tab back.
-        if not self.tabs or await store.get_state(draft_key(None)):
+        if not self.tabs or await store.get_draft(None):
             await self.add_tab(activate=False)
         index = state.get("active", 0)
         self.activate(self.tabs[index if 0 <= index < len(self.tabs) else 0])
@@ -350,7 +350,7 @@ class ChatApp(App[None]):
                 await self.add_tab()
             self._save_tabs()
         assert self.engine is not None
-        self.engine.track(self.engine.store.delete_state(draft_key(event.session_id)))
+        self.engine.track(self.engine.store.set_draft(event.session_id, ""))
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen

@@ -56,11 +56,6 @@ class TurnStats:
         return " · ".join(parts)
 
 
-def draft_key(session_id: int | None) -> str:
-    """Where a chat's unsent text is kept (app_state); a chat not saved yet has one shared slot."""
-    return f"draft:{session_id if session_id is not None else 'new'}"
-
-
 class ChatTab(TabPane):
     """A tab pane holding one conversation: messages, prompt and status line."""
 
@@ -145,13 +140,11 @@ class ChatTab(TabPane):
         # Tracked, so that the engine waits for the write before it closes.
         text = self._prompt.text
         if self._keep_draft and text != self._draft:
-            store, key = self.engine.store, draft_key(self.session_id)
-            self.engine.track(store.set_state(key, text) if text.strip() else store.delete_state(key))
+            self.engine.track(self.engine.store.set_draft(self.session_id, text))
 
     async def _restore_draft(self) -> None:
-        store, key = self.engine.store, draft_key(self.session_id)
-        draft = await store.get_state(key)
-        if not isinstance(draft, str) or not draft.strip():
+        draft = await self.engine.store.get_draft(self.session_id)
+        if not draft.strip():
             return
         if not self._prompt.text:
             self._prompt.load_text(draft)
@@ -163,7 +156,7 @@ class ChatTab(TabPane):
     def _forget_draft(self) -> None:
         """The saved draft was sent (or taken by a tab): a crash before the next save must not bring it back."""
         if self._draft:
-            self.engine.track(self.engine.store.delete_state(draft_key(self.session_id)))
+            self.engine.track(self.engine.store.set_draft(self.session_id, ""))
             self._draft = ""
 
     def discard_draft(self) -> None:
