@@ -86,6 +86,8 @@ class Turn:
         self.profile = profile
         self._engine = engine
         self._events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        self._started = False
+        self._cancel_at_start = False
         self._task = asyncio.create_task(self._run(request), name=f"chat-tui reply {reply.id}")
 
     @property
@@ -99,7 +101,11 @@ class Turn:
 
     def cancel(self) -> None:
         """Stop the reply: it is saved as ``interrupted`` with its partial text. Safe to call at any time."""
-        self._task.cancel()
+        if self._started:
+            self._task.cancel()
+        else:
+            # A task cancelled before its first step runs none of its code: no saved end, no final event.
+            self._cancel_at_start = True
 
     async def wait(self) -> Message:
         """Wait for the end of the reply and return its saved row."""
@@ -128,7 +134,10 @@ class Turn:
         reply_id = self.reply.id
         parts: list[str] = []
         usage = ReplyUsage(None, None)
+        self._started = True
         try:
+            if self._cancel_at_start:
+                raise asyncio.CancelledError
             model = await self._engine.model_for(self.profile)
             last_flush = time.monotonic()
             finished = False

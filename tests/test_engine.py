@@ -387,6 +387,17 @@ async def test_a_cancel_is_never_lost_wherever_it_lands(engine: ChatEngine, serv
         assert reply.status is Status.INTERRUPTED, f"cancel {n} was lost: the reply streamed on to {reply.status}"
 
 
+async def test_a_cancel_before_the_reply_even_started_is_saved_as_interrupted(engine: ChatEngine) -> None:
+    session = await engine.store.create_session()
+    turn = await engine.send(session.id, "never mind", parent_id=None)
+    turn.cancel()  # in the same step as the send: the reply's task has not run yet
+    text, final = await asyncio.wait_for(run_turn(turn), timeout=10)
+    assert text == "" and isinstance(final, ReplyFinished)
+    assert final.message.status is Status.INTERRUPTED
+    assert (await engine.store.get_message(turn.reply.id)).status is Status.INTERRUPTED
+    assert turn.result == final.message
+
+
 async def test_cancelling_again_while_the_partial_reply_is_saved_changes_nothing(
     engine: ChatEngine, server: LocalServer
 ) -> None:
