@@ -175,7 +175,7 @@ class ChatTab(TabPane):
         # The prompt's cursor holds still while the reply streams: each blink is a frame of its own, and at
         # 200 tokens/s the blinking cost a sixth of the app's CPU.
         if self.is_mounted:
-            self.query_one(PromptInput).cursor_blink = not streaming
+            self._prompt.cursor_blink = not streaming
         self.post_message(self.StateChanged(self))
 
     def watch_unread(self) -> None:
@@ -195,8 +195,7 @@ class ChatTab(TabPane):
     def focus_prompt(self) -> None:
         # At once, not later like Widget.focus: if the pane being hidden still held the focus, Textual would move
         # it to a sibling in that pane, and the TabbedContent would switch back to it.
-        prompt = self.query_one(PromptInput)
-        prompt.screen.set_focus(prompt)
+        self._prompt.screen.set_focus(self._prompt)
 
     # -- loading ---------------------------------------------------------------------------------------------
 
