@@ -6,7 +6,6 @@ Only argparse is imported at module level, so ``--help`` and ``--version`` answe
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,6 +117,8 @@ def demo_server(settings: Settings, *, tps: float = DEMO_TOKENS_PER_SECOND) -> I
 
 def run_command(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one headless command; returns the process exit code. Errors are one plain line on stderr."""
+    import asyncio  # not at module level: the app's splash is drawn before asyncio's ~40 ms import
+
     from core.errors import ChatError
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
