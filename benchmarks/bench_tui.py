@@ -35,8 +35,10 @@ Figures (floors from the issue; peers for scale: elia starts in 0.55 s, oterm 4.
 costs elia 19 CPU-s, oterm 7):
   startup  `chat-tui --demo`, a new db each run (a first start: migrations included):
            start.header_s   respawn of the pane -> "chat-tui" (the Header) on screen          floor 0.35 s
-           start.first_frame_s  -> anything on screen (the first frame has all but the header's title)
-           start.prompt_s   -> the prompt's placeholder on screen                            (info)
+                            (the splash, tui/splash.py, drawn before Textual is imported: the header on
+                            the theme's colours; Textual's first frame then paints over it)
+           start.first_frame_s  -> anything on screen
+           start.prompt_s   -> the prompt's placeholder on screen: Textual's first frame, the app usable (info)
            start.textual_baseline_s  the same for benchmarks/_baseline_app.py, a Textual app of a Header,
                             a TextArea and a Footer only: what Textual itself needs here        (info)
            rss.start_mib    VmRSS at first frame + 2 s (the model client preloads after the first frame)
@@ -509,8 +511,8 @@ def scenario_startup(ctx: Context) -> None:
             seen, _ = ctx.tmux.wait_for(screen_has(PLACEHOLDER), timeout=20, what="the baseline app", since=start)
             ctx.results.add("start.textual_baseline_s", seen - start)
         finally:
-            end_process(pid)
-            ctx.tmux.blank()
+            # Quit as a user does (ctrl+q): killing the app outright crashed tmux 3.3a's server now and then.
+            RunningApp(ctx.tmux, pid, start, workdir).quit()
 
         app = launch(ctx.tmux, ctx.tmp / f"startup-{run}", "--demo", db=ctx.tmp / f"startup-{run}" / "demo.sqlite3")
         try:

@@ -16,6 +16,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.content import Content
 from textual.css.query import NoMatches
+from textual.driver import Driver
 from textual.screen import Screen
 from textual.widgets import Header, TabbedContent
 
@@ -24,6 +25,7 @@ from core.engine import ChatEngine
 from core.errors import ChatError
 from core.export import to_markdown
 from core.models import Session
+from tui.splash import APP_TITLE, COLOURS_STATE, DEMO_SUB_TITLE, HEADER_ICON, rendered_colours
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.footer import SteadyFooter
 from tui.widgets.markdown_render import preload_markdown
@@ -41,7 +43,7 @@ class ChatApp(App[None]):
     """Opens the engine on mount, restores the tabs of the last run, and closes the engine on exit."""
 
     CSS_PATH = ["styles/app.tcss", "styles/message_list.tcss", "styles/screens.tcss"]
-    TITLE = "chat-tui"
+    TITLE = APP_TITLE
     BINDINGS = [
         Binding("ctrl+t", "new_tab", "New chat", id="app.new_tab"),
         # Priority: the prompt (a TextArea, focused nearly always) binds ctrl+w to delete a word.
@@ -57,8 +59,13 @@ class ChatApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__()
+    def __init__(self, settings: Settings, *, after_splash: bool = False) -> None:
+        driver: type[Driver] | None = None
+        if after_splash:  # a splash needs termios, so this is Textual's Linux driver (which Windows cannot import)
+            from tui.driver import AfterSplashDriver
+
+            driver = AfterSplashDriver
+        super().__init__(driver_class=driver)
         self.settings = settings
         self.engine: ChatEngine | None = None
         self._exit_stack = contextlib.AsyncExitStack()
@@ -68,10 +75,12 @@ class ChatApp(App[None]):
         self._hang_up_task: asyncio.Future[None] | None = None
         self.set_keymap(settings.keys)
         if settings.demo:
-            self.sub_title = "demo"
+            self.sub_title = DEMO_SUB_TITLE
+        self._first_frame_colours: object = None
+        """What the next start's splash will draw (tui/splash.py), as kept in the database."""
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield Header(icon=HEADER_ICON)
         yield TabbedContent(id="tabs")
         yield SteadyFooter()
 
@@ -90,6 +99,7 @@ class ChatApp(App[None]):
         store = self.engine.store
         self.theme = await store.get_state(THEME_STATE) or self.settings.theme
         self.theme_changed_signal.subscribe(self, self._remember_theme)
+        self._first_frame_colours = await store.get_state(COLOURS_STATE)
         # The tabs are built before the first frame: a frame without them came ~40 ms sooner here, but the full
         # screen ~70 ms later.
         state = await store.get_state(OPEN_TABS_STATE, {}) or {}
@@ -103,6 +113,7 @@ class ChatApp(App[None]):
         self.activate(self.tabs[index if 0 <= index < len(self.tabs) else 0])
         # After the first frame: the imports hold the GIL, and would slow the frame down from their thread.
         self.call_after_refresh(self._preload)
+        self.call_after_refresh(self._remember_first_frame)
 
     async def on_unmount(self) -> None:
         await self._exit_stack.aclose()
@@ -211,6 +222,13 @@ class ChatApp(App[None]):
 
     def _remember_theme(self, theme: object) -> None:
         self._write_state(THEME_STATE, self.theme)
+        self.call_after_refresh(self._remember_first_frame)
+
+    def _remember_first_frame(self) -> None:
+        colours = rendered_colours(self)
+        if colours != self._first_frame_colours:
+            self._first_frame_colours = colours
+            self._write_state(COLOURS_STATE, colours)
 
     async def open_session(self, session_id: int, message_id: int | None = None) -> None:
         """Focus the tab already showing the session, or open it in a new tab; at ``message_id``'s branch."""

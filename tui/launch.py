@@ -7,7 +7,7 @@ import sys
 
 
 def launch(args: argparse.Namespace) -> int:
-    from core.cli import EXIT_USAGE, demo_server, settings_from_args
+    from core.cli import EXIT_INTERRUPTED, EXIT_USAGE, demo_server, settings_from_args
     from core.errors import ChatError
 
     try:
@@ -15,11 +15,21 @@ def launch(args: argparse.Namespace) -> int:
     except ChatError as error:
         print(f"chat-tui: {error}", file=sys.stderr)
         return EXIT_USAGE
-    with demo_server(settings) as settings:
-        from tui.app import ChatApp
-        from tui.keys import read_escape_digits_as_alt
+    from tui.splash import DEMO_SUB_TITLE, Splash
 
-        read_escape_digits_as_alt()
-        app = ChatApp(settings)
-        app.run()
+    # The splash goes up before the demo server and Textual are imported, and comes down if either fails.
+    try:
+        with (
+            Splash.show(settings.db_path, DEMO_SUB_TITLE if settings.demo else "") as splash,
+            demo_server(settings) as settings,
+        ):
+            from tui.app import ChatApp
+            from tui.keys import read_escape_digits_as_alt
+
+            read_escape_digits_as_alt()
+            app = ChatApp(settings, after_splash=splash.shown)
+            splash.hand_over()
+            app.run()
+    except KeyboardInterrupt:  # ctrl+c while starting (the app itself takes ctrl+c as a key)
+        return EXIT_INTERRUPTED
     return app.return_code or 0
