@@ -77,7 +77,7 @@ costs elia 19 CPU-s, oterm 7):
   long     a db with one 10,000-message session (alternating user/assistant Markdown, 20 add_messages
            batches of 500) restored as the open tab via app_state "open_tabs":
            long.open_s          respawn -> the last message's text on screen                   floor 0.3 s
-           long.open_after_first_frame_s  first frame -> the last message's text on screen      (info)
+           long.open_after_first_frame_s  first frame (the splash) -> the last message's text on screen (info)
            long.open_in_app_ms  then the same session opened in the running app: ctrl+w closes its tab, ctrl+o
                               opens the session browser, Down selects it, Enter -> the last message's text on
                               screen (the browser closed, a tab built, the last page read and rendered)

@@ -56,15 +56,13 @@ ENTER, LEAVE = ALTERNATE_SCREEN + "\x1b[?25l\x1b[?7l", "\x1b[0m\x1b[?7h\x1b[?25h
 
 def frame(width: int, height: int, colours: Colours, sub_title: str) -> str:
     """The escape sequences drawing the frame on a ``width`` x ``height`` screen (from its top left corner)."""
-    title = APP_TITLE + (" — " + sub_title if sub_title else "")
-    room = width - _ICON_WIDTH - _CLOCK_WIDTH
-    left = max(0, (room - len(title)) // 2)  # Textual centres the title between the icon and the clock's place
-    header = (f" {HEADER_ICON}".ljust(_ICON_WIDTH) + " " * left + title).ljust(width)[:width]
-    cut = len(f" {HEADER_ICON}".ljust(_ICON_WIDTH)) + left + len(APP_TITLE)
+    sub = f" — {sub_title}" if sub_title else ""
+    room = width - _ICON_WIDTH - _CLOCK_WIDTH  # Textual centres the title between the icon and the clock's place
+    left = f" {HEADER_ICON}".ljust(_ICON_WIDTH) + " " * max(0, (room - len(APP_TITLE) - len(sub)) // 2) + APP_TITLE
+    header, dim = colours["header"], colours["dim"]
+    # Past the right edge, a row is cut: line wrap is off.
     rows = [
-        f"\x1b[1;1H\x1b[0;{colours['header']}m{header[:cut]}"
-        f"\x1b[0;{colours['header']};{colours['dim']}m{header[cut : cut + len(title) - len(APP_TITLE)]}"
-        f"\x1b[0;{colours['header']}m{header[cut + len(title) - len(APP_TITLE) :]}"
+        f"\x1b[1;1H\x1b[0;{header}m{left}\x1b[0;{header};{dim}m{sub}\x1b[0;{header}m" + " " * (width - len(left + sub))
     ]
     body = f"\x1b[0;{colours['screen']}m" + " " * width
     rows += [f"\x1b[{row};1H{body}" for row in range(2, height)]
