@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import pty
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,37 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, child_env, query
-
-
-def _drain(fd: int) -> None:
-    """Read the app's screen output until the terminal closes, so that its writes never block."""
-    while True:
-        try:
-            if not os.read(fd, 65536):
-                return
-        except OSError:
-            return
+from tests.helpers import app_in_terminal, drain, query
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
 def test_a_signal_mid_reply_exits_cleanly_and_keeps_the_partial_reply(tmp_path: Path, signum: int) -> None:
     db = tmp_path / "chat.sqlite3"
-    env = child_env()
-    env.update(TERM="xterm-256color", XDG_CONFIG_HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path))
-    master, slave = pty.openpty()
+    process, master, slave = app_in_terminal(tmp_path, db)
     os.set_blocking(master, True)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tui", "--demo", "--db", str(db)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
     os.close(slave)
-    threading.Thread(target=_drain, args=(master,), daemon=True).start()
+    threading.Thread(target=drain, args=(master,), daemon=True).start()
     try:
 
         def rows(sql: str) -> list[tuple[Any, ...]]:

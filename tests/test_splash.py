@@ -10,8 +10,6 @@ import pty
 import re
 import sqlite3
 import struct
-import subprocess
-import sys
 import termios
 import threading
 import time
@@ -26,7 +24,7 @@ from rich.console import COLOR_SYSTEMS
 from rich.segment import Segment
 
 from core.config import Settings, load_settings
-from tests.helpers import ROOT, child_env, query, screen_text
+from tests.helpers import app_in_terminal, drain, query, screen_text
 from tui.app import ChatApp
 from tui.splash import (
     COLOURS_STATE,
@@ -221,37 +219,14 @@ def test_no_splash_off_a_terminal(tmp_path: Path, terminal: tuple[int, int], mon
     assert _read_all(controller) == b""
 
 
-def _drain_into(fd: int, seen: bytearray) -> None:
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            return
-        if not chunk:
-            return
-        seen.extend(chunk)
-
-
 def test_the_real_app_keeps_keys_typed_on_the_splash_and_restores_the_terminal(tmp_path: Path) -> None:
     """`chat-tui --demo` in a pseudo-terminal: the splash comes first, Textual does not clear it (one switch to the
     alternate screen), keys typed on it reach the prompt, and at exit the terminal's modes are as before."""
     db = tmp_path / "demo.sqlite3"
-    env = child_env()
-    env.update(TERM="xterm-256color", XDG_CONFIG_HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path))
-    controller, tty = pty.openpty()
-    fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    modes = termios.tcgetattr(tty)
+    process, controller, tty = app_in_terminal(tmp_path, db)
+    modes = _fresh_terminal_modes()  # the app may have changed its terminal's already
     seen = bytearray()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tui", "--demo", "--db", str(db)],
-        stdin=tty,
-        stdout=tty,
-        stderr=tty,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    reader = threading.Thread(target=_drain_into, args=(controller, seen), daemon=True)
+    reader = threading.Thread(target=drain, args=(controller, seen), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 30
@@ -278,6 +253,15 @@ def test_the_real_app_keeps_keys_typed_on_the_splash_and_restores_the_terminal(t
     assert output.count("\x1b[?1049h") == 1
     assert "\x1b[?1049l" in output
     assert modes_after == modes
+
+
+def _fresh_terminal_modes() -> list[Any]:
+    controller, tty = pty.openpty()
+    try:
+        return termios.tcgetattr(tty)
+    finally:
+        os.close(controller)
+        os.close(tty)
 
 
 def _kept(db: Path, key: str) -> list[str]:

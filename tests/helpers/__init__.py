@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
+import pty
 import socket
 import sqlite3
+import struct
+import subprocess
+import sys
+import termios
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -69,6 +75,40 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def app_in_terminal(
+    tmp_path: Path, db: Path, size: tuple[int, int] = (80, 24)
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`chat-tui --demo --db DB` as a real process in a new pseudo-terminal of ``size`` (columns, rows), its own
+    session leader; returns the process, the terminal's controlling side and the terminal (both to close)."""
+    env = child_env()
+    env.update(TERM="xterm-256color", XDG_CONFIG_HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path))
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tui", "--demo", "--db", str(db)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    return process, controller, terminal
+
+
+def drain(fd: int, into: bytearray | None = None) -> None:
+    """Read a terminal's output until it closes (so that the app's writes never block), keeping it ``into``."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        if into is not None:
+            into.extend(chunk)
 
 
 def screen_text(app: App[Any]) -> str:
