@@ -20,6 +20,7 @@ import pytest
 from textual import events
 from textual._xterm_parser import XTermParser
 from textual.command import CommandPalette
+from textual.driver import Driver
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -244,6 +245,25 @@ async def test_launch_shows_one_empty_tab_in_demo_mode_with_the_prompt_focused(s
         assert "demo" in screen_text(app).splitlines()[0]  # the header
         assert app.focused is prompt_input(tab)
         assert label(app, tab) == "New chat"
+
+
+async def test_back_from_a_suspend_the_whole_screen_is_repainted(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ctrl+z and fg the terminal shows the shell's screen: repainting only what changed left it blank."""
+    async with ChatApp(settings).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await pilot.pause()
+        painted: list[Region | None] = []
+        display = app._display
+
+        def recording(screen: Screen[Any], update: Any) -> None:
+            painted.append(getattr(update, "region", None))  # a LayoutUpdate; partial ones are ChopsUpdates
+            display(screen, update)
+
+        monkeypatch.setattr(app, "_display", recording)
+        app.post_message(Driver.SignalResume())
+        await until(pilot, lambda: Region(0, 0, *SIZE) in painted, "a full repaint")
 
 
 async def test_send_shows_the_reply_and_saves_both_messages(

@@ -99,6 +99,7 @@ class ChatApp(App[None]):
         store = self.engine.store
         self.theme = await store.get_state(THEME_STATE) or self.settings.theme
         self.theme_changed_signal.subscribe(self, self._remember_theme)
+        self.app_resume_signal.subscribe(self, self._repaint_after_suspend)
         self._first_frame_colours = await store.get_state(COLOURS_STATE)
         # The tabs are built before the first frame: a frame without them came ~40 ms sooner here, but the full
         # screen ~70 ms later.
@@ -223,6 +224,11 @@ class ChatApp(App[None]):
     def _remember_theme(self, theme: object) -> None:
         self._write_state(THEME_STATE, self.theme)
         self.call_after_refresh(self._remember_first_frame)
+
+    def _repaint_after_suspend(self, _app: object) -> None:
+        # Back from ctrl+z (SIGTSTP, then fg): the terminal holds the shell's screen, yet Textual repaints only what
+        # changed meanwhile, which left a blank screen with a line or two of the app on it.
+        self.screen.refresh()
 
     def _remember_first_frame(self) -> None:
         colours = rendered_colours(self)
