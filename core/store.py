@@ -353,11 +353,12 @@ class Store:
         return await self.get_session(session_id)
 
     async def delete_session(self, session_id: int) -> None:
-        """Delete a session and (by cascade) all its messages."""
+        """Delete a session, (by cascade) all its messages, and its unsent text."""
         async with self._transaction() as db:
             cursor = await db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             if cursor.rowcount == 0:
                 raise NotFound(f"There is no session {session_id}.")
+            await db.execute("DELETE FROM app_state WHERE key = ?", (_draft_key(session_id),))
 
     async def clear_session(self, session_id: int) -> None:
         async with self._transaction() as db:

@@ -505,6 +505,15 @@ async def test_drafts_are_kept_per_session_and_blank_text_removes_them(tmp_path:
         assert await store.get_draft(1) == "" and await store.get_state("draft:1") is None
 
 
+async def test_deleting_a_session_deletes_its_draft(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "drafts.db") as store:
+        gone, kept = await store.create_session("Gone"), await store.create_session("Kept")
+        await store.set_draft(gone.id, "never sent")
+        await store.set_draft(kept.id, "still here")
+        await store.delete_session(gone.id)
+        assert (await store.get_draft(gone.id), await store.get_draft(kept.id)) == ("", "still here")
+
+
 async def test_export_a_branch_as_markdown_and_json(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "export.db", clock=ticking_clock()) as store:
         session = await store.create_session("Export me")

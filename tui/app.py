@@ -373,8 +373,6 @@ class ChatApp(App[None]):
             if not self.tabs:
                 await self.add_tab()
             self._save_tabs()
-        assert self.engine is not None
-        self.engine.track(self.engine.store.set_draft(event.session_id, ""))
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
