@@ -122,19 +122,18 @@ def rendered_colours(app: App[Any], system: str | None = None) -> Colours:
     system = system or app.console.color_system or "truecolor"
     target = COLOR_SYSTEMS.get(system, ColorSystem.TRUECOLOR)
 
-    def sgr(colour: Any, foreground: bool) -> str:
-        return ";".join(colour.rich_color.downgrade(target).get_ansi_codes(foreground))
+    def sgr(colour: Any, foreground: bool) -> str:  # a Rich colour, as this colour system writes it
+        return ";".join(colour.downgrade(target).get_ansi_codes(foreground))
 
     screen = app.screen_stack[0]  # the chats, under whatever dialog is open
-    header = screen.query_one(Header)
-    _, _, header_bg, header_fg = header.colors
-    dim = dim_color(header_bg.rich_color, header_fg.rich_color).downgrade(target).get_ansi_codes(True)
+    _, _, header_bg, header_fg = screen.query_one(Header).colors
+    background, foreground = header_bg.rich_color, header_fg.rich_color
     return {
         "system": system,
-        "screen": sgr(screen.colors[2], False),
-        "header": f"{sgr(header_fg, True)};{sgr(header_bg, False)}",
-        "dim": ";".join(dim),
-        "footer": sgr(screen.query_one(Footer).colors[2], False),
+        "screen": sgr(screen.colors[2].rich_color, False),
+        "header": f"{sgr(foreground, True)};{sgr(background, False)}",
+        "dim": sgr(dim_color(background, foreground), True),
+        "footer": sgr(screen.query_one(Footer).colors[2].rich_color, False),
     }
 
 
