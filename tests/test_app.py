@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from textual import events
+from textual._compositor import LayoutUpdate
 from textual._xterm_parser import XTermParser
 from textual.command import CommandPalette
 from textual.driver import Driver
@@ -909,6 +910,36 @@ async def test_tab_labels_mark_streaming_and_unread_replies(settings: Settings) 
         # The label follows the tab's state through a message: it may take a moment after the reply ends.
         await until(pilot, lambda: not label(app, tab).startswith(("●", "⋯")), "the streaming mark to clear")
         assert not tab.unread
+
+
+async def test_a_tab_switch_is_one_partial_update_with_its_label(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A switch moves the focus to the other tab's prompt, for which Textual repaints the whole screen; and the
+    unread mark, cleared through a message, cost a layout and a frame of its own. Both came after the switch's
+    frame: ~16 KB more for the terminal each time. Now the label changes with the switch, and no frame is full."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        first = app.tabs[0]
+        await send(pilot, "Read me later")
+        await new_tab(pilot)
+        await until(pilot, lambda: settled(first) and label(app, first).startswith("● "), "the unread mark")
+        await pilot.wait_for_scheduled_animations()
+
+        updates: list[object] = []
+        display = ChatApp._display
+
+        def record(self: ChatApp, screen: Screen, renderable: Any) -> None:
+            updates.append(renderable)
+            display(self, screen, renderable)
+
+        monkeypatch.setattr(ChatApp, "_display", record)
+        app.activate(first)
+        assert label(app, first) == "Read me later"  # at once: in the switch's layout
+        await until(pilot, lambda: "Read me later" in screen_text(app), "the first tab's messages")
+        await pilot.wait_for_scheduled_animations()
+        assert updates and not [u for u in updates if isinstance(u, LayoutUpdate)]
 
 
 async def test_switching_between_streaming_and_idle_tabs_keeps_the_footer(settings: Settings) -> None:

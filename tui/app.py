@@ -17,7 +17,9 @@ from textual.binding import Binding
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.driver import Driver
+from textual.reactive import Reactive
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Header, TabbedContent
 
 from core.config import Settings
@@ -37,6 +39,15 @@ if TYPE_CHECKING:
 OPEN_TABS_STATE = "open_tabs"
 THEME_STATE = "theme"
 MAX_LABEL = 22
+
+
+class MainScreen(Screen[None]):
+    """The screen of the chat tabs."""
+
+    # Textual repaints the whole screen when the focus moves (a reactive's default), though the widgets whose look
+    # depends on it repaint themselves. A tab switch moves it (each tab has its own prompt): the switch's frame was
+    # followed by a full one, ~16 KB more for the terminal.
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
 
 
 class ChatApp(App[None]):
@@ -78,6 +89,9 @@ class ChatApp(App[None]):
             self.sub_title = DEMO_SUB_TITLE
         self._first_frame_colours: object = None
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
+
+    def get_default_screen(self) -> Screen:
+        return MainScreen(id="_default")
 
     def compose(self) -> ComposeResult:
         yield Header(icon=HEADER_ICON)
@@ -174,6 +188,10 @@ class ChatApp(App[None]):
         tab.focus_prompt()  # first: see ChatTab.focus_prompt
         self.tabbed.active = tab.id
         tab.unread = False
+        # The switch in one frame: the label and the layout now, before the screen's next update, instead of a
+        # frame each as their messages arrive (a frame that repainted most of the screen, then one for the label).
+        self._label(tab)
+        self.screen.refresh(repaint=False, layout=True)
 
     def tab_for(self, session_id: int) -> ChatTab | None:
         return next((t for t in self.tabs if t.session_id == session_id), None)
@@ -190,13 +208,17 @@ class ChatApp(App[None]):
 
     @on(ChatTab.StateChanged)
     def _relabel(self, event: ChatTab.StateChanged) -> None:
-        tab = event.tab
+        self._label(event.tab)
+
+    def _label(self, tab: ChatTab) -> None:
         if not tab.is_mounted:
             return
         title = tab.title if len(tab.title) <= MAX_LABEL else tab.title[: MAX_LABEL - 1] + "…"
-        mark = "⋯ " if tab.streaming else "● " if tab.unread else ""
+        label = ("⋯ " if tab.streaming else "● " if tab.unread else "") + title
         with contextlib.suppress(Exception):  # the tab may be mid-removal
-            self.tabbed.get_tab(tab).label = Content(mark + title)  # a title is the user's text, never markup
+            content_tab = self.tabbed.get_tab(tab)
+            if content_tab.label.plain != label:  # a new label costs a layout of the tab bar
+                content_tab.label = Content(label)  # a title is the user's text, never markup
 
     @on(ChatTab.ReplyEnded)
     def _reply_ended(self, event: ChatTab.ReplyEnded) -> None:
