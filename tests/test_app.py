@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual import events
+from textual import events, messages
 from textual._compositor import LayoutUpdate
 from textual._xterm_parser import XTermParser
 from textual.command import CommandPalette
 from textual.driver import Driver
 from textual.geometry import Region
+from textual.message import Message
 from textual.pilot import Pilot
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, TextArea
 from textual.widgets._footer import FooterKey
 from textual.worker import Worker, WorkerState
@@ -940,6 +942,37 @@ async def test_a_tab_switch_is_one_partial_update_with_its_label(
         await until(pilot, lambda: "Read me later" in screen_text(app), "the first tab's messages")
         await pilot.wait_for_scheduled_animations()
         assert updates and not [u for u in updates if isinstance(u, LayoutUpdate)]
+
+
+async def test_a_tab_whose_reply_ended_while_hidden_is_painted_once_when_shown(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its message list catches up inside the layout that shows it, and that layout's frame paints it. The repaint
+    that catching up asked for (the view scrolls to the reply's end) came as a second frame of the same rows."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        first = app.tabs[0]
+        prompt = "A long one [[tokens=600 tps=300]]"
+        await send(pilot, prompt)
+        await new_tab(pilot)
+        await until(pilot, lambda: settled(first), "the hidden reply to end")
+        await pilot.wait_for_scheduled_animations()
+
+        repaints: list[Widget] = []
+        post_message = Screen.post_message
+
+        def record(self: Screen, message: Message) -> bool:
+            if isinstance(message, messages.Update) and isinstance(message.widget, MessageList):
+                repaints.append(message.widget)
+            return post_message(self, message)
+
+        monkeypatch.setattr(Screen, "post_message", record)
+        await pilot.press("alt+1")
+        end = last_sentence(expected_reply(prompt))
+        await until(pilot, lambda: end in shown_prose(app), "the reply's end")
+        await pilot.wait_for_scheduled_animations()
+        assert repaints == []
 
 
 async def test_switching_between_streaming_and_idle_tabs_keeps_the_footer(settings: Settings) -> None:

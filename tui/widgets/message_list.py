@@ -327,6 +327,8 @@ class MessageList(ScrollView, can_focus=True):
         """The streaming items (few, usually the last one), or None to recompute."""
         self._sync_pending = True
         """A sync was skipped (hidden or not laid out yet): the next layout that shows the widget runs it."""
+        self._off_screen = True
+        """Not laid out since a layout hid it (or ever): the next layout paints the whole widget."""
         self._batch_depth = 0
         """Inside `_one_sync`: syncs are deferred to its end."""
         self._batched_sync = False
@@ -724,7 +726,17 @@ class MessageList(ScrollView, can_focus=True):
             self._adjusting = adjusting
         if size.width and size.height and (self._sync_pending or self._body_width() != self._width):
             self._sync()
+            if self._off_screen:
+                # Shown again: this layout pass paints the whole widget, after this sync. The repaint the sync asked
+                # for (a scroll repaints the view) would render every row a second time, for a frame of the same
+                # rows (~15 KB at 160x48). Textual's flags: if they were renamed, that frame would simply come back.
+                self._repaint_required = False
+                self._repaint_regions.clear()
+        self._off_screen = False
         return changed
+
+    def on_hide(self, event: events.Hide) -> None:
+        self._off_screen = True
 
     def on_show(self, event: events.Show) -> None:
         # Whatever arrived while the tab was hidden is rendered now, once (usually already by `_size_updated`).
