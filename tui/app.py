@@ -188,10 +188,8 @@ class ChatApp(App[None]):
         tab.focus_prompt()  # first: see ChatTab.focus_prompt
         self.tabbed.active = tab.id
         tab.unread = False
-        # The switch in one frame: the label and the layout now, before the screen's next update, instead of a
-        # frame each as their messages arrive (a frame that repainted most of the screen, then one for the label).
+        # The label with the switch, not a layout and a frame of its own once its message arrives.
         self._label(tab)
-        self.screen.refresh(repaint=False, layout=True)
 
     def tab_for(self, session_id: int) -> ChatTab | None:
         return next((t for t in self.tabs if t.session_id == session_id), None)
