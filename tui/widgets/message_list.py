@@ -728,8 +728,8 @@ class MessageList(ScrollView, can_focus=True):
             self._sync()
             if self._off_screen:
                 # Shown again: this layout pass paints the whole widget, after this sync. The repaint the sync asked
-                # for (a scroll repaints the view) would render every row a second time, for a frame of the same
-                # rows (~15 KB at 160x48). Textual's flags: if they were renamed, that frame would simply come back.
+                # for (a scroll repaints the view) would send the same rows again as a frame of their own (~15 KB at
+                # 160x48). Textual's private flags (textual is pinned; a test in test_app.py checks the request).
                 self._repaint_required = False
                 self._repaint_regions.clear()
         self._off_screen = False
