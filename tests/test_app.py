@@ -167,6 +167,20 @@ def prompts_seen(server: LocalServer) -> Counter[str]:
     return Counter(record.prompt for record in server.requests)
 
 
+def recorded_updates(app: ChatApp, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every update the app hands to the terminal from now on: a ChopsUpdate, or a LayoutUpdate (with its region)
+    for a full screen."""
+    updates: list[Any] = []
+    display = app._display
+
+    def recording(screen: Screen[Any], update: Any) -> None:
+        updates.append(update)
+        display(screen, update)
+
+    monkeypatch.setattr(app, "_display", recording)
+    return updates
+
+
 async def started(pilot: Pilot[Any]) -> ChatApp:
     """Wait for the app's first tab (the engine opens on mount)."""
     app = pilot.app
@@ -257,16 +271,10 @@ async def test_back_from_a_suspend_the_whole_screen_is_repainted(
     async with ChatApp(settings).run_test(size=SIZE) as pilot:
         app = await started(pilot)
         await pilot.pause()
-        painted: list[Region | None] = []
-        display = app._display
-
-        def recording(screen: Screen[Any], update: Any) -> None:
-            painted.append(getattr(update, "region", None))  # a LayoutUpdate; partial ones are ChopsUpdates
-            display(screen, update)
-
-        monkeypatch.setattr(app, "_display", recording)
+        updates = recorded_updates(app, monkeypatch)
         app.post_message(Driver.SignalResume())
-        await until(pilot, lambda: Region(0, 0, *SIZE) in painted, "a full repaint")
+        full = Region(0, 0, *SIZE)
+        await until(pilot, lambda: any(getattr(u, "region", None) == full for u in updates), "a full repaint")
 
 
 async def test_send_shows_the_reply_and_saves_both_messages(
@@ -929,14 +937,7 @@ async def test_a_tab_switch_is_one_partial_update_with_its_label(
         await until(pilot, lambda: settled(first) and label(app, first).startswith("● "), "the unread mark")
         await pilot.wait_for_scheduled_animations()
 
-        updates: list[object] = []
-        display = ChatApp._display
-
-        def record(self: ChatApp, screen: Screen, renderable: Any) -> None:
-            updates.append(renderable)
-            display(self, screen, renderable)
-
-        monkeypatch.setattr(ChatApp, "_display", record)
+        updates = recorded_updates(app, monkeypatch)
         app.activate(first)
         assert label(app, first) == "Read me later"  # at once: in the switch's layout
         await until(pilot, lambda: "Read me later" in screen_text(app), "the first tab's messages")
