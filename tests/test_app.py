@@ -1006,6 +1006,36 @@ async def test_switching_between_streaming_and_idle_tabs_keeps_the_footer(settin
         assert prompt_input(streaming).cursor_blink
 
 
+async def test_the_footer_shows_whole_keys_that_fit_and_always_the_help_key(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Short [[tokens=20]]")
+        footer = app.query_one(Footer)
+        view = message_list(tab)
+        view.focus()
+        view.selected_id = entries(tab)[-1].message.id  # the reply's keys come first: more than 80 columns in all
+
+        def shown(width: int) -> list[str]:
+            palette = footer.query_one(".-command-palette")
+            keys = [key for key in footer.query(FooterKey) if key is not palette]
+            # Textual clips the last key that does not fit under the palette ("^w Clos"); none may overlap it.
+            assert all(key.region.right <= palette.region.x <= width for key in keys)
+            return [key.description for key in keys]
+
+        for width in (80, 60, 40, 200):
+            await pilot.resize_terminal(width, 24)
+            await until(pilot, lambda width=width: footer.size.width == width and not footer._recompose_required)
+            await pilot.pause(0.1)
+            described = shown(width)
+            assert described[:2] == ["Copy", "Copy code"]
+            assert described[-1] == "Keys"
+            if width == 200:
+                assert {"Regenerate", "Quit", "New chat", "Close", "Chats", "Rename", "Model"} <= set(described)
+            elif width == 40:
+                assert "Regenerate" not in described
+
+
 async def test_alt_digit_as_xterm_and_tmux_send_it_goes_to_the_tab_and_types_nothing(settings: Settings) -> None:
     read_escape_digits_as_alt()  # as the launcher does
     app = ChatApp(settings)

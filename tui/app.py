@@ -96,7 +96,7 @@ class ChatApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header(icon=HEADER_ICON)
         yield TabbedContent(id="tabs")
-        yield SteadyFooter()
+        yield SteadyFooter(keep_action="help")
 
     async def on_mount(self) -> None:
         # Closing the terminal window (SIGHUP) or a plain `kill` (SIGTERM) would end the process on the spot and

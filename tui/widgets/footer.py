@@ -1,24 +1,64 @@
-"""The Footer, rebuilt only when what it shows changes."""
+"""The Footer, rebuilt only when what it shows changes, and showing only the keys that fit."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.cells import cell_len
 from textual import events
+from textual.app import ComposeResult
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
 
 COMPACT_BELOW = 100
 """Terminals narrower than this get the compact footer: with Textual's padding, F1 Keys fell off 80 columns."""
+
+
+def key_width(key: FooterKey, *, compact: bool) -> int:
+    """Cells a FooterKey takes with Textual 8's Footer CSS: " key desc " plain, "key desc" and a margin compact;
+    the command palette's key, docked right, has a border in place of the padding, and the margin as well."""
+    width = cell_len(key.key_display) + cell_len(key.description) + (2 if compact else 3)
+    return width + 1 if compact and key.has_class("-command-palette") else width
 
 
 class SteadyFooter(Footer):
     """Textual's Footer recomposes (some twenty widgets, a CSS pass and a layout: ~30 ms here) whenever the
     bindings might have changed, which is every focus change. Switching tabs moves focus to another prompt with
     the very same keys, so the rebuild bought nothing but a slower switch; it now happens only when a key,
-    label or enabled state would look different."""
+    label or enabled state would look different.
+
+    Textual's Footer also clips what does not fit mid-word ("^w Clos"), leaving the end of a key under the palette's
+    margin; this one drops whole keys from the end instead, but never `keep_action` (the help key that lists them
+    all)."""
 
     _shown: tuple[Any, ...] | None = None
+
+    def __init__(self, *, keep_action: str | None = None) -> None:
+        super().__init__()
+        self.keep_action = keep_action
+        self._needed = 0
+        """Cells every key would take at the last compose: a resize that crosses it composes again."""
+        self._composed_width = 0
+
+    def compose(self) -> ComposeResult:
+        children: list[Widget] = list(super().compose())
+        keys = [child for child in children if isinstance(child, FooterKey)]
+        if len(keys) != len(children):
+            yield from children  # groups or labels: their widths are not the ones above, so shown as Textual would
+            return
+        compact = self.compact
+        needed = sum(key_width(key, compact=compact) for key in keys)
+        self._needed, self._composed_width = needed, self.size.width
+        dropped: set[int] = set()
+        for key in reversed(keys):
+            if needed <= self.size.width:
+                break
+            if key.action != self.keep_action and not key.has_class("-command-palette"):
+                dropped.add(id(key))
+                needed -= key_width(key, compact=compact)
+        yield from (child for child in children if id(child) not in dropped)
 
     def bindings_changed(self, screen: Screen[Any]) -> None:
         shown = tuple(
@@ -34,4 +74,9 @@ class SteadyFooter(Footer):
             self._shown = shown
 
     def on_resize(self, event: events.Resize) -> None:
-        self.compact = event.size.width < COMPACT_BELOW
+        width = event.size.width
+        compact = width < COMPACT_BELOW
+        widened = self.compact and not compact  # every key a cell wider: what fitted may not
+        self.compact = compact
+        if widened or self._needed > min(width, self._composed_width):
+            self.call_after_refresh(self.recompose)
