@@ -111,7 +111,7 @@ def demo_server(settings: Settings, *, tps: float = DEMO_TOKENS_PER_SECOND) -> I
         return
     from core.server import LocalServer, ServerOptions
 
-    with LocalServer(ServerOptions(tps=tps, tokens=260)) as server:
+    with LocalServer(ServerOptions(tps=tps, tokens=260, sample=True)) as server:
         yield settings.with_demo_server(server.url)
 
 

@@ -23,6 +23,7 @@ import string
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +69,9 @@ class ServerOptions:
     """Send one non-JSON `data:` line after this many content chunks, then end the body without [DONE]."""
     api_key: str | None = None
     """When set, requests without `Authorization: Bearer <api_key>` get 401."""
+    sample: bool = False
+    """Answer a conversation asked again (same model and messages: a regenerate) with another reply, as a sampling
+    model does; the demo's server sets it. Off, the same request always gets the same reply, as tests expect."""
 
 
 @dataclass
@@ -181,9 +185,10 @@ _CODE_TEMPLATES = (
 _TAIL_MIN_WORDS = 4
 
 
-def _seeded_random(prompt: str) -> random.Random:
+def _seeded_random(prompt: str, variant: int) -> random.Random:
     # sha256, never hash(): str hashes change with PYTHONHASHSEED, and replies must match across processes.
-    digest = hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()
+    seed = f"{prompt}\0{variant}" if variant else prompt
+    digest = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
@@ -290,10 +295,10 @@ def _echo(prompt: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _reply_pieces(prompt: str, tokens: int) -> tuple[str, ...]:
+def _reply_pieces(prompt: str, tokens: int, variant: int) -> tuple[str, ...]:
     if tokens <= 0:
         return ()
-    rng = _seeded_random(prompt)
+    rng = _seeded_random(prompt, variant)
     lines = [f"You asked: {_echo(prompt)}", "", f"## {_title(rng)}"]
     count = _count_pieces(lines)
     for make in itertools.cycle(_SECTIONS):
@@ -313,23 +318,24 @@ def _reply_pieces(prompt: str, tokens: int) -> tuple[str, ...]:
     return tuple(pieces[:tokens])  # only shortens when the preamble alone is longer than `tokens`
 
 
-def reply_tokens(prompt: str, tokens: int = 120) -> list[str]:
+def reply_tokens(prompt: str, tokens: int = 120, variant: int = 0) -> list[str]:
     """The reply to `prompt` split into the pieces the stream sends, one per content chunk.
 
     There are exactly `max(tokens, 0)` pieces. Each is a word with its leading space (or indentation), or a
     single "\\n", like a real tokenizer's output, so `"".join(...) == reply_text(prompt, tokens)`. The reply is
     well-formed Markdown unless `tokens` is smaller than its first lines (~15 pieces), where it is cut short.
     """
-    return list(_reply_pieces(prompt, tokens))
+    return list(_reply_pieces(prompt, tokens, variant))
 
 
-def reply_text(prompt: str, tokens: int = 120) -> str:
+def reply_text(prompt: str, tokens: int = 120, variant: int = 0) -> str:
     """The deterministic Markdown reply to `prompt`: echo line, `##` heading, prose, lists, python code.
 
     Pure: seeded from the sha256 of the prompt, so every process and every run gives the same text, and a
-    longer reply to the same prompt shares its opening sections.
+    longer reply to the same prompt shares its opening sections. Another `variant` is another reply (the same
+    echo line), as a sampling model gives when asked again.
     """
-    return "".join(_reply_pieces(prompt, tokens))
+    return "".join(_reply_pieces(prompt, tokens, variant))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -520,7 +526,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(404, f"The model `{model}` does not exist or you do not have access to it.")
             return
 
-        pieces = reply_tokens(prompt, options.tokens)
+        variant = local._times_asked(model, messages) if options.sample else 0
+        pieces = reply_tokens(prompt, options.tokens, variant)
         prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -677,6 +684,8 @@ class LocalServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        self._asked: Counter[str] = Counter()
+        """Requests per conversation (sha256 of model and messages), for `ServerOptions.sample`."""
 
     @property
     def url(self) -> str:
@@ -733,6 +742,13 @@ class LocalServer:
         with self._lock:
             self.requests.append(record)
 
+    def _times_asked(self, model: str, messages: list[Any]) -> int:
+        """How many times this conversation was asked before (0 the first time)."""
+        key = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            self._asked[key] += 1
+            return self._asked[key] - 1
+
     def _track(self, connection: socket.socket, *, add: bool) -> None:
         with self._lock:
             if add:
@@ -764,6 +780,7 @@ def _parse_args(argv: list[str] | None) -> tuple[int, ServerOptions]:
     parser.add_argument("--cut-after", type=_optional(int), help="drop the connection after N content chunks")
     parser.add_argument("--malformed-after", type=_optional(int), help="send a non-JSON line after N chunks")
     parser.add_argument("--api-key", help="require `Authorization: Bearer <key>`")
+    parser.add_argument("--sample", action="store_true", help="answer a conversation asked again with another reply")
     args = parser.parse_args(argv)
     names = {f.name for f in dataclasses.fields(ServerOptions)}
     return args.port, ServerOptions(**{name: value for name, value in vars(args).items() if name in names})

@@ -194,6 +194,22 @@ async def test_non_streamed_reply(client: openai.AsyncOpenAI) -> None:
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (3, 33)
 
 
+async def test_sample_answers_a_conversation_asked_again_with_another_reply(
+    client: openai.AsyncOpenAI, server: LocalServer
+) -> None:
+    asked = [await client.chat.completions.create(model="demo", messages=user("again")) for _ in range(3)]
+    assert {completion.choices[0].message.content for completion in asked} == {reply_text("again")}
+
+    server.options.sample = True
+    asked = [await client.chat.completions.create(model="demo", messages=user("again")) for _ in range(3)]
+    other = await client.chat.completions.create(model="demo", messages=user("other"))
+    replies = [completion.choices[0].message.content for completion in asked]
+    # Counted from the first time sampling was on; another conversation has its own count.
+    assert replies == [reply_text("again", variant=n) for n in range(3)] and len(set(replies)) == 3
+    assert other.choices[0].message.content == reply_text("other")
+    assert all(reply.startswith("You asked: *again*") for reply in replies)
+
+
 async def test_content_parts_are_read_as_text(client: openai.AsyncOpenAI, server: LocalServer) -> None:
     parts = [{"type": "text", "text": "first part"}, {"type": "text", "text": "second [[tokens=9]]"}]
     pieces, _ = await collect(client, parts)
@@ -386,7 +402,7 @@ def test_client_disconnect_is_silent(server: LocalServer, capfd: pytest.CaptureF
 
 
 def test_handler_bug_is_kept_not_printed(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
-    def broken(prompt: str, tokens: int = 120) -> list[str]:
+    def broken(prompt: str, tokens: int = 120, variant: int = 0) -> list[str]:
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr("core.server.reply_tokens", broken)
