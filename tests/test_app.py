@@ -1109,6 +1109,9 @@ async def test_the_command_palette_offers_new_chat(settings: Settings) -> None:
         await pilot.press("enter")
         await until(pilot, lambda: len(app.tabs) == 2, "the new tab")
         assert app.active_tab is app.tabs[1]
+        # One "Keys": ours, the list of every binding (Textual's opens a panel of the focused widget's).
+        keys = [command for command in app.get_system_commands(app.screen) if command.title == "Keys"]
+        assert [command.callback for command in keys] == [app.action_help]
 
 
 async def palette_run(pilot: Pilot[Any], query: str, shown: str) -> None:

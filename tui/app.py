@@ -416,7 +416,8 @@ class ChatApp(App[None]):
         self.notify(f"Exported to {target}", markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's "Keys" opens its help panel: the focused widget's keys only, beside our F1 list of all of them.
+        yield from (command for command in super().get_system_commands(screen) if command.title != "Keys")
         yield SystemCommand("New chat", "Open a new chat tab (ctrl+t)", self.action_new_tab)
         yield SystemCommand(
             "Close tab", "Close this tab (a streaming reply stops; its text is kept)", self.action_close_tab
@@ -431,7 +432,7 @@ class ChatApp(App[None]):
         yield SystemCommand("Stop reply", "Stop the reply streaming in this tab (Esc)", self._cancel_active)
         if self.active_tab is not None:
             yield from self.active_tab.palette_commands()
-        yield SystemCommand("Key bindings", "List every key binding (F1)", self.action_help)
+        yield SystemCommand("Keys", "List every key binding and its id for remapping (F1)", self.action_help)
 
     def _cancel_active(self) -> None:
         if self.active_tab is not None:
