@@ -453,6 +453,73 @@ async def test_a_click_selects_a_long_message_without_scrolling_to_its_top() -> 
         assert [line.strip() for line in visible_lines(view)] == [line.strip() for line in rows]
 
 
+async def test_dragging_selects_the_text_as_shown_and_y_copies_it() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(3))
+        await settle(pilot)
+        rows = visible_lines(view)
+        # Message 2 is a reply: its three lines are one Markdown paragraph, one row.
+        first = next(y for y, line in enumerate(rows) if "line 1 of message 2" in line)
+        last = next(y for y, line in enumerate(rows) if "Message 3" in line)
+        start = rows[first].index("line 1")
+        # Mouse offsets count the widget's padding (one column), rows start after it.
+        await pilot.mouse_down(MessageList, offset=(1 + start, first))
+        await pilot.hover(MessageList, offset=(10, last))
+        await pilot.mouse_up(MessageList, offset=(10, last))
+        await settle(pilot)
+
+        # The text as shown, without gutters or padding, across two messages (the blank row between them too).
+        expected = "line 1 of message 2 line 2 of message 2\n\nYou\nMessage"
+        assert app.screen.get_selected_text() == expected
+        selection = view._selection_style().bgcolor
+        highlighted = [y for y in range(len(rows)) if any(s.style.bgcolor == selection for s in view.render_line(y))]
+        assert highlighted == list(range(first, last + 1))
+        # The gutter is never highlighted.
+        assert view.render_line(first + 1)._segments[0].style.bgcolor != selection
+
+        view.focus()
+        await pilot.press("y")  # the selection, not the whole message
+        assert app.copied == [expected]
+        await pilot.press("escape")
+        assert app.screen.get_selected_text() is None
+        await pilot.press("y")
+        assert app.copied[-1].startswith("Message 3")
+
+
+async def test_a_drag_to_the_left_edge_selects_up_to_that_row() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(3))
+        view.scroll_to(y=3, animate=False)  # rows are addressed by message, not by their place in the view
+        await settle(pilot)
+        rows = visible_lines(view)
+        first = next(y for y, line in enumerate(rows) if "Message 2" in line)
+        last = next(y for y, line in enumerate(rows) if "Message 3" in line)
+        # Upwards, ending on the padding left of the gutter: Textual reports a view row there, not an address.
+        await pilot.mouse_down(MessageList, offset=(1 + rows[last].index("3") + 1, last))
+        await pilot.hover(MessageList, offset=(0, first))
+        await pilot.mouse_up(MessageList, offset=(0, first))
+        await settle(pilot)
+        body = "line 0 of message 2 line 1 of message 2 line 2 of message 2"
+        assert app.screen.get_selected_text() == f"Message 2\n\n{body}\n\nYou\nMessage 3"
+
+
+async def test_a_double_click_selects_one_message_not_the_whole_list() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries(conversation(3))
+        await settle(pilot)
+        row = next(y for y, line in enumerate(visible_lines(view)) if "line 1 of message 2" in line)
+        await pilot.click(MessageList, offset=(8, row), times=2)
+        await settle(pilot)
+        body = "line 0 of message 2 line 1 of message 2 line 2 of message 2"
+        assert app.screen.get_selected_text() == f"Message 2\n\n{body}"
+
+
 async def test_sibling_position_in_header_and_sibling_keys() -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:

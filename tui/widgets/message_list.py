@@ -14,15 +14,17 @@ from dataclasses import dataclass, replace
 from time import monotonic
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual import message as textual_message
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Offset, Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.timer import Timer
 from textual.widget import Widget
@@ -49,6 +51,11 @@ PARTIAL_CHARS = 3000
 PARTIAL_MARGIN = 4
 """Rows beyond the view's height that a partial render covers (see `_render_item`)."""
 GUTTER = "▌"
+GUTTER_WIDTH = 2
+"""The gutter and the space after it, before every row's text."""
+ROWS_PER_MESSAGE = 1 << 24
+"""Text selection addresses row r of message m as y = m * ROWS_PER_MESSAGE + r: ids grow along a conversation's
+path, so the order holds, and no address moves when earlier messages load or a reply above grows."""
 STREAMING_MARK = "▍"
 INTERRUPTED_NOTE = "⏸ interrupted — partial reply kept"
 INTERRUPTED_EMPTY_NOTE = "⏸ interrupted before the first word"
@@ -202,7 +209,6 @@ class MessageList(ScrollView, can_focus=True):
     stream ends: that renders it one-shot, so the final lines equal those of a fresh render of the text.
     """
 
-    ALLOW_SELECT = False
     DEFAULT_CSS = """
     MessageList {
         overflow-x: hidden;
@@ -509,7 +515,7 @@ class MessageList(ScrollView, can_focus=True):
 
     def _body_width(self) -> int:
         """Width of the message bodies: the content width less the gutter."""
-        return self.scrollable_content_region.width - 2
+        return self.scrollable_content_region.width - GUTTER_WIDTH
 
     def _layout(self) -> None:
         """Recompute every item's top from the heights (a prefix sum: cheap even for hundreds of messages)."""
@@ -974,7 +980,79 @@ class MessageList(ScrollView, can_focus=True):
         strip = item.rows.get(row)
         if strip is None:
             strip = item.rows[row] = self._compose_row(item, row, content_width)
-        return strip
+        address = item.id * ROWS_PER_MESSAGE + row
+        selection = self.text_selection
+        if selection is not None and (span := self._addressed(selection).get_span(address)) is not None:
+            strip = self._highlight(strip, *span)
+        return strip.apply_offsets(0, address)  # lets the mouse select text (cached per strip)
+
+    def _addressed(self, selection: Selection) -> Selection:
+        """The selection with both ends as row addresses, in order. Textual gives the pointer's view row instead
+        when it is over the padding left of the gutter (no text there)."""
+
+        def address(offset: Offset | None) -> Offset | None:
+            if offset is None or offset.y >= ROWS_PER_MESSAGE or not self._items:
+                return offset
+            y = min(round(self.scroll_y) + offset.y, self._total - 1)
+            item = self._item_at(y)
+            assert item is not None
+            return Offset(offset.x, item.id * ROWS_PER_MESSAGE + y - item.top)
+
+        start, end = address(selection.start), address(selection.end)
+        return Selection.from_offsets(start, end) if start is not None and end is not None else Selection(start, end)
+
+    def _highlight(self, strip: Strip, start: int, end: int) -> Strip:
+        """The strip with characters start:end (end -1: to the line's end) in the selection's style; the
+        gutter is never selected."""
+        text = strip.text
+        start, end = max(start, GUTTER_WIDTH), len(text) if end == -1 else min(end, len(text))
+        if start >= end:
+            return strip
+        style = self._selection_style()
+        # Selections count characters, strips cells (a CJK character is two).
+        cuts = [cell_len(text[:start]), cell_len(text[:end]), strip.cell_length]
+        before, selected, after = strip.divide(cuts)
+        selected = Strip(Segment.apply_style(selected._segments, post_style=style), selected.cell_length)
+        return Strip.join([before, selected, after])
+
+    def _selection_style(self) -> Style:
+        """The theme's selection colours. Its usual foreground is transparent, which as a Rich style would be the
+        background colour (text gone): then the text keeps its own colours."""
+        rich = self.screen.get_component_rich_style("screen--selection")
+        if self.screen.get_component_styles("screen--selection").color.a == 0:
+            return Style(bgcolor=rich.bgcolor)
+        return rich
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """The selected rows' text as shown (Markdown rendered), without gutters and trailing spaces."""
+        width = self._width
+        if not width or not self._items:
+            return None
+        selection = self._addressed(selection)
+        first = selection.start.y // ROWS_PER_MESSAGE if selection.start is not None else self._items[0].id
+        last = selection.end.y // ROWS_PER_MESSAGE if selection.end is not None else self._items[-1].id
+        lines: list[str] = []
+        for item in self._items:
+            if not first <= item.id <= last:
+                continue
+            if item.width != width or item.partial:  # an estimate, or blank rows above a partial render
+                self._render_item(self.app.console, item, width)
+                self._layout()
+                self.call_later(self._sync)
+            for row in range(item.height):
+                span = selection.get_span(item.id * ROWS_PER_MESSAGE + row)
+                if span is None:
+                    continue
+                text = self._compose_row(item, row, width + GUTTER_WIDTH).text
+                start, end = span
+                lines.append(text[max(start, GUTTER_WIDTH) : len(text) if end == -1 else end].rstrip())
+        return "\n".join(lines), "\n"
+
+    def _select_message(self, item: _Item) -> None:
+        """Select the text of one message's body (a double click), not Textual's select-all of the whole list."""
+        start = Offset(0, item.id * ROWS_PER_MESSAGE + 1)
+        end = Offset(-1, item.id * ROWS_PER_MESSAGE + max(1, len(item.body)))
+        self.screen.selections = {self: Selection(start, end)}
 
     def _refresh_item(self, item: _Item) -> None:
         item.rows.clear()
@@ -1112,6 +1190,8 @@ class MessageList(ScrollView, can_focus=True):
 
     def action_clear_selection(self) -> None:
         self.selected_id = None
+        if self.text_selection is not None:
+            self.screen.clear_selection()
 
     def action_page_up(self) -> None:
         self.scroll_page_up(animate=False)
@@ -1120,6 +1200,10 @@ class MessageList(ScrollView, can_focus=True):
         self.scroll_page_down(animate=False)
 
     def action_copy(self) -> None:
+        if self.text_selection is not None and (selected := self.screen.get_selected_text()):
+            self.app.copy_to_clipboard(selected)
+            self.notify(f"Copied the selected text ({len(selected):,} characters)")
+            return
         item = self._target()
         if item is None:
             return
@@ -1167,6 +1251,9 @@ class MessageList(ScrollView, can_focus=True):
         if offset is None:
             return
         item = self._item_at(round(self.scroll_y) + offset.y)
+        if item is not None and event.chain > 1:
+            event.prevent_default()  # Textual's double click selects all of the widget: every loaded message
+            self._select_message(item)
         if item is not None and item.id != self.selected_id:
             # Selected where it is: a click is on what the user is reading, which must not jump to the message's top.
             old_value = self.selected_id
