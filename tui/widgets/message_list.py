@@ -21,7 +21,7 @@ from rich.style import Style
 from textual import events
 from textual import message as textual_message
 from textual.binding import Binding, BindingType
-from textual.geometry import Offset, Size
+from textual.geometry import Offset, Region, Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.selection import Selection
@@ -337,6 +337,10 @@ class MessageList(ScrollView, can_focus=True):
         """Not laid out since a layout hid it (or ever): the next layout paints the whole widget."""
         self._batch_depth = 0
         """Inside `_one_sync`: syncs are deferred to its end."""
+        self._painting = False
+        """Inside `render_lines`: rows are painted, not hit-tested (see `render_line`)."""
+        self._painted_selection: Selection | None = None
+        """The text selection, looked up once for all the rows `render_lines` paints."""
         self._batched_sync = False
         """(message id, index) of the code block "Y" copied last, to cycle on repeated presses."""
         if entries:
@@ -981,10 +985,19 @@ class MessageList(ScrollView, can_focus=True):
         if strip is None:
             strip = item.rows[row] = self._compose_row(item, row, content_width)
         address = item.id * ROWS_PER_MESSAGE + row
-        selection = self.text_selection
+        selection = self._painted_selection if self._painting else self.text_selection
         if selection is not None and (span := self._addressed(selection).get_span(address)) is not None:
             strip = self._highlight(strip, *span)
-        return strip.apply_offsets(0, address)  # lets the mouse select text (cached per strip)
+        # Offsets tell Textual which text the mouse is over. It asks `render_line` itself for them; painted rows
+        # go through `render_lines` and need none (offsets made every new row ~4x dearer to compose and paint).
+        return strip if self._painting else strip.apply_offsets(0, address)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._painting, self._painted_selection = True, self.text_selection
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._painting = False
 
     def _addressed(self, selection: Selection) -> Selection:
         """The selection with both ends as row addresses, in order. Textual gives the pointer's view row instead
