@@ -285,6 +285,15 @@ def test_snippet_text_highlights_query_words_and_keeps_literal_brackets() -> Non
     assert highlighted == ["ripe", "bold", "Café"]
 
 
+def test_a_reply_snippet_reads_as_the_rendered_reply() -> None:
+    snippet = "…asked: *How do [lighthouses] work* ## Lenses **Fresnel** `lens` keeps 2*3*4 and snake_case \\* ok…"
+    text = snippet_text(snippet, "lighthouse", markdown=True)
+    assert text.plain == "…asked: How do lighthouses work Lenses Fresnel lens keeps 2*3*4 and snake_case * ok…"
+    assert [text.plain[span.start : span.end] for span in text.spans] == ["lighthouses"]
+    # A prompt is shown as typed.
+    assert snippet_text("use **bold** [here]", "here").plain == "use **bold** here"
+
+
 async def test_browser_shows_markup_in_titles_literally(store: Store) -> None:
     await chat(store, "[bold]x[/]", "hello")
     app = Host(SessionBrowser(store))

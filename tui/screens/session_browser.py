@@ -54,18 +54,32 @@ def _fold(text: str) -> str:
 
 
 _MARKED = re.compile(r"\[([^\[\]]+)\]")
+_MARKDOWN = (
+    (re.compile(r"```\w*"), ""),  # code fences
+    (re.compile(r"(^|\s)#{1,6}(?=\s)"), r"\1"),  # heading marks
+    (re.compile(r"(^|\s)>(?=\s)"), r"\1"),  # quote marks
+    (re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*"), r"\1"),  # **strong**
+    (re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*\\])\*(?![\w*])"), r"\1"),  # *emphasis*, not 2*3*4
+    (re.compile(r"`([^`]+)`"), r"\1"),  # `code`
+    (re.compile(r"\\([\\`*_#|<>])"), r"\1"),  # escapes (not of brackets: they would read as match marks)
+)
 
 
-def snippet_text(snippet: str, query: str) -> Text:
+def snippet_text(snippet: str, query: str, *, markdown: bool = False) -> Text:
     """A search snippet with the matched words highlighted and the ``[``/``]`` match marks removed.
 
     The text itself may contain brackets, so a bracketed run counts as a mark only when it starts like a
-    word of the query; anything else is shown literally.
+    word of the query; anything else is shown literally. With `markdown` (a reply), Markdown's marks are
+    dropped, so the snippet reads as the rendered reply does.
     """
     words = [_fold(w) for w in re.findall(r"\w+", query)]
     text = Text(no_wrap=True, overflow="ellipsis")
     position = 0
     flat = " ".join(snippet.split())
+    if markdown:
+        for pattern, replacement in _MARKDOWN:
+            flat = pattern.sub(replacement, flat)
+        flat = " ".join(flat.split())
     for match in _MARKED.finditer(flat):
         inner = match.group(1)
         if not any(_fold(inner).startswith(word) for word in words):
@@ -301,7 +315,7 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
             "\n    ",
             ("You: " if hit.role is Role.USER else "AI: ", "dim"),
         )
-        row.append_text(snippet_text(hit.snippet, query))
+        row.append_text(snippet_text(hit.snippet, query, markdown=hit.role is Role.ASSISTANT))
         return row
 
     def _refresh_header(self) -> None:
