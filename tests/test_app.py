@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -1050,6 +1051,21 @@ async def test_alt_digit_as_xterm_and_tmux_send_it_goes_to_the_tab_and_types_not
         await terminal_input(pilot, "¡£")  # typed characters stay characters
         await until(pilot, lambda: prompt_input(second).text == "¡£", "the typed text")
         assert first is not None and prompt_input(first).text == ""
+
+
+async def test_keys_remapped_in_the_config_work_and_an_unknown_id_is_reported(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"app.new_tab": "ctrl+n", "app.new_tabz": "ctrl+x"}
+    app = ChatApp(replace(settings, keys=keys))
+    notices: list[tuple[str, str]] = []
+    monkeypatch.setattr(app, "notify", lambda message, severity="information", **_: notices.append((message, severity)))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await until(pilot, lambda: notices, "the warning")
+        assert notices == [("config.toml [keys]: no binding has the id app.new_tabz (F1 lists the ids)", "warning")]
+        await press(pilot, "ctrl+n")
+        await until(pilot, lambda: len(app.tabs) == 2, "a tab opened by the remapped key")
 
 
 async def test_f1_lists_the_key_bindings(settings: Settings) -> None:

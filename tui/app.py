@@ -129,6 +129,7 @@ class ChatApp(App[None]):
         # After the first frame: the imports hold the GIL, and would slow the frame down from their thread.
         self.call_after_refresh(self._preload)
         self.call_after_refresh(self._remember_first_frame)
+        self.call_after_refresh(self._check_keymap)
 
     async def on_unmount(self) -> None:
         await self._exit_stack.aclose()
@@ -249,6 +250,20 @@ class ChatApp(App[None]):
         # Back from ctrl+z (SIGTSTP, then fg): the terminal holds the shell's screen, yet Textual repaints only what
         # changed meanwhile, which left a blank screen with a line or two of the app on it.
         self.screen.refresh()
+
+    def _check_keymap(self) -> None:
+        """Textual ignores a remapping whose id names no binding: a typo in config.toml would go unnoticed."""
+        from tui.screens.help import binding_ids
+
+        if unknown := sorted(set(self.settings.keys) - binding_ids()):
+            self.notify(
+                f"config.toml [keys]: no binding has the id{'s' * (len(unknown) > 1)} {', '.join(unknown)}"
+                " (F1 lists the ids)",
+                title="Key not remapped",
+                severity="warning",
+                timeout=15,
+                markup=False,
+            )
 
     def _remember_first_frame(self) -> None:
         colours = rendered_colours(self)

@@ -36,6 +36,11 @@ def _binding_owners() -> list[tuple[str, list[Binding]]]:
     ]
 
 
+def binding_ids() -> set[str]:
+    """Every id the ``[keys]`` table of the config file may remap."""
+    return {binding.id for _where, bindings in _binding_owners() for binding in bindings if binding.id}
+
+
 def display_keys(keys: str) -> str:
     """A binding's keys as a reader knows them: "left_square_bracket" is shown as "[", modifiers and named keys
     such as "pageup" as they are."""
