@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
+from textual.geometry import Region
 from textual.pilot import Pilot
 
 from core.models import Message, Role, Status
@@ -739,3 +740,5 @@ async def test_a_removed_list_paints_blank_rows() -> None:
         await view.remove()
         view.notify_style_update()  # the styles it renders with are gone with it
         assert view.render_line(0).text.strip() == ""
+        # Painted through render_lines too, which looks up the text selection: there is no screen to hold one.
+        assert [strip.text.strip() for strip in view.render_lines(Region(0, 0, 100, 2))] == ["", ""]

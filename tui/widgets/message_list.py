@@ -993,7 +993,8 @@ class MessageList(ScrollView, can_focus=True):
         return strip if self._painting else strip.apply_offsets(0, address)
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        self._painting, self._painted_selection = True, self.text_selection
+        # Detached (its tab closed behind a dialog) it has no screen to hold a selection: see `render_line`.
+        self._painting, self._painted_selection = True, self.text_selection if self.is_attached else None
         try:
             return super().render_lines(crop)
         finally:
