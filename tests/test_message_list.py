@@ -454,6 +454,15 @@ async def test_a_click_selects_a_long_message_without_scrolling_to_its_top() -> 
         assert [line.strip() for line in visible_lines(view)] == [line.strip() for line in rows]
 
 
+async def drag(pilot: Pilot[None], start: tuple[int, int], end: tuple[int, int]) -> None:
+    """Press the mouse at `start`, move to `end`, release there. Offsets count the list's padding (one column,
+    before the gutter), as the mouse's do."""
+    await pilot.mouse_down(MessageList, offset=start)
+    await pilot.hover(MessageList, offset=end)
+    await pilot.mouse_up(MessageList, offset=end)
+    await settle(pilot)
+
+
 async def test_dragging_selects_the_text_as_shown_and_y_copies_it() -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
@@ -465,11 +474,7 @@ async def test_dragging_selects_the_text_as_shown_and_y_copies_it() -> None:
         first = next(y for y, line in enumerate(rows) if "line 1 of message 2" in line)
         last = next(y for y, line in enumerate(rows) if "Message 3" in line)
         start = rows[first].index("line 1")
-        # Mouse offsets count the widget's padding (one column), rows start after it.
-        await pilot.mouse_down(MessageList, offset=(1 + start, first))
-        await pilot.hover(MessageList, offset=(10, last))
-        await pilot.mouse_up(MessageList, offset=(10, last))
-        await settle(pilot)
+        await drag(pilot, (1 + start, first), (10, last))
 
         # The text as shown, without gutters or padding, across two messages (the blank row between them too).
         expected = "line 1 of message 2 line 2 of message 2\n\nYou\nMessage"
@@ -500,10 +505,7 @@ async def test_a_drag_to_the_left_edge_selects_up_to_that_row() -> None:
         first = next(y for y, line in enumerate(rows) if "Message 2" in line)
         last = next(y for y, line in enumerate(rows) if "Message 3" in line)
         # Upwards, ending on the padding left of the gutter: Textual reports a view row there, not an address.
-        await pilot.mouse_down(MessageList, offset=(1 + rows[last].index("3") + 1, last))
-        await pilot.hover(MessageList, offset=(0, first))
-        await pilot.mouse_up(MessageList, offset=(0, first))
-        await settle(pilot)
+        await drag(pilot, (1 + rows[last].index("3") + 1, last), (0, first))
         body = "line 0 of message 2 line 1 of message 2 line 2 of message 2"
         assert app.screen.get_selected_text() == f"Message 2\n\n{body}\n\nYou\nMessage 3"
 
