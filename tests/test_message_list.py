@@ -539,6 +539,16 @@ async def test_sibling_position_in_header_and_sibling_keys() -> None:
         siblings = [m for m in app.posted if isinstance(m, MessageList.SiblingRequested)]
         assert [(m.message_id, m.direction) for m in siblings] == [(2, -1), (2, 1)]
 
+        # The arrows take a click too (offsets count the list's padding column); the text between them does not.
+        # It is the clicked message's version that changes, whichever message was selected.
+        view.selected_id = 1
+        row = visible_lines(view).index(header)
+        for x in (header.index("‹"), header.index("/"), header.index("›")):
+            await pilot.click(MessageList, offset=(1 + x, row))
+        await settle(pilot)
+        siblings = [m for m in app.posted if isinstance(m, MessageList.SiblingRequested)]
+        assert [(m.message_id, m.direction) for m in siblings[2:]] == [(2, -1), (2, 1)]
+
 
 async def test_error_message_shows_its_text_and_r_retries() -> None:
     app = ListApp()

@@ -1253,9 +1253,10 @@ class MessageList(ScrollView, can_focus=True):
             self.post_message(self.EditRequested(self, item.id))
 
     def action_sibling(self, direction: int) -> None:
-        item = self._target()
-        if item is None:
-            return
+        if (item := self._target()) is not None:
+            self._request_sibling(item, direction)
+
+    def _request_sibling(self, item: _Item, direction: int) -> None:
         index = item.entry.sibling_index + direction
         if 1 <= index <= item.entry.sibling_count:
             self.post_message(self.SiblingRequested(self, item.id, direction))
@@ -1264,10 +1265,18 @@ class MessageList(ScrollView, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None:
             return
-        item = self._item_at(round(self.scroll_y) + offset.y)
+        y = round(self.scroll_y) + offset.y
+        item = self._item_at(y)
         if item is not None and event.chain > 1:
             event.prevent_default()  # Textual's double click selects all of the widget: every loaded message
             self._select_message(item)
+        if item is not None and y == item.top and item.entry.sibling_count > 1:
+            # "‹ 2/3 ›" in the header: a click on an arrow (or the space beside it) shows the other version.
+            header = self._compose_row(item, 0, self.scrollable_content_region.width).text
+            marks = header.rfind("‹"), header.rfind("›")
+            for direction, x in zip((-1, 1), marks, strict=True):
+                if x >= 0 and abs(offset.x - x) <= 1:
+                    self._request_sibling(item, direction)
         if item is not None and item.id != self.selected_id:
             # Selected where it is: a click is on what the user is reading, which must not jump to the message's top.
             old_value = self.selected_id
