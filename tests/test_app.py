@@ -1086,6 +1086,7 @@ async def test_f1_lists_the_key_bindings(settings: Settings) -> None:
             "message_list.sibling_previous",
         ] in rows  # not "left_square_bracket"
         assert any(row[1] == "shift+tab, tab" for row in rows)  # how to reach the messages' keys at all
+        assert ["Messages", "mouse drag", "Select text", ""] in rows  # and what the mouse does
         assert "New chat" in screen_text(app)
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen))

@@ -88,4 +88,9 @@ class HelpScreen(ModalScreen[None]):
                     keys, action = "alt+1 … alt+9", "Go to tab N"
                 table.add_row(where, keys, action, binding.id or "")
         table.add_row("Anywhere", "ctrl+p", "Command palette", "")
+        table.add_row("Anywhere", "ctrl+c", "Copy selected text", "")
+        # The mouse, for those who look here first: none of it has a key to remap.
+        table.add_row("Messages", "mouse drag", "Select text", "")
+        table.add_row("Messages", "double click", "Select a message", "")
+        table.add_row("Messages", "click ‹ or ›", "Other version", "")
         table.focus()
