@@ -654,6 +654,24 @@ async def test_big_hidden_reply_shows_its_end_then_renders_in_full() -> None:
         assert not any(item.partial for item in view._items)
 
 
+async def test_a_double_click_on_a_reply_shown_from_its_end_selects_all_of_it() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        # Long words wrap early, so the paragraphs take more rows than the blank rows standing for them.
+        reply = "\n\n".join([*(f"Part {n} " + "supercalifragilistic " * 40 for n in range(30)), "The last paragraph."])
+        view = await stream_while_hidden(app, pilot, reply)
+        view.update_entry(ChatEntry(make_message(3, "assistant", reply)))
+        app.query_one("#pane").display = True
+        await settle(pilot)
+        assert view._by_id[3].partial  # blank rows stand for the paragraphs above the screenful shown
+        row = next(y for y, line in enumerate(visible_lines(view)) if "The last paragraph." in line)
+        await pilot.click(MessageList, offset=(8, row), times=2)
+        await settle(pilot)
+        selected = app.screen.get_selected_text()
+        assert selected is not None
+        assert selected.lstrip().startswith("Part 0") and selected.endswith("The last paragraph.")
+
+
 async def test_entry_reports_streamed_text() -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)):

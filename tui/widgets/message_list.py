@@ -1049,10 +1049,7 @@ class MessageList(ScrollView, can_focus=True):
         for item in self._items:
             if not first <= item.id <= last:
                 continue
-            if item.width != width or item.partial:  # an estimate, or blank rows above a partial render
-                self._render_item(self.app.console, item, width)
-                self._layout()
-                self.call_later(self._sync)
+            self._render_in_full(item)
             for row in range(item.height):
                 span = selection.get_span(item.id * ROWS_PER_MESSAGE + row)
                 if span is None:
@@ -1062,8 +1059,16 @@ class MessageList(ScrollView, can_focus=True):
                 lines.append(text[max(start, GUTTER_WIDTH) : len(text) if end == -1 else end].rstrip())
         return "\n".join(lines), "\n"
 
+    def _render_in_full(self, item: _Item) -> None:
+        """Render an item whose rows are an estimate, or blank above a partial render, before its text is used."""
+        if self._width and (item.width != self._width or item.partial):
+            self._render_item(self.app.console, item, self._width)
+            self._layout()
+            self.call_later(self._sync)
+
     def _select_message(self, item: _Item) -> None:
         """Select the text of one message's body (a double click), not Textual's select-all of the whole list."""
+        self._render_in_full(item)
         start = Offset(0, item.id * ROWS_PER_MESSAGE + 1)
         end = Offset(-1, item.id * ROWS_PER_MESSAGE + max(1, len(item.body)))
         self.screen.selections = {self: Selection(start, end)}
