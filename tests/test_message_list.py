@@ -493,6 +493,13 @@ async def test_dragging_selects_the_text_as_shown_and_y_copies_it() -> None:
         await pilot.press("y")
         assert app.copied[-1].startswith("Message 3")
 
+        # Another conversation (or branch) in the list: a selection of the former one's rows is dropped.
+        await drag(pilot, (1 + start, first), (10, last))
+        assert app.screen.get_selected_text() == expected
+        view.set_entries(conversation(3, first_id=10))
+        await settle(pilot)
+        assert app.screen.get_selected_text() is None
+
 
 async def test_a_drag_to_the_left_edge_selects_up_to_that_row() -> None:
     app = ListApp()

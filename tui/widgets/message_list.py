@@ -351,6 +351,8 @@ class MessageList(ScrollView, can_focus=True):
 
     def set_entries(self, entries: Sequence[ChatEntry], *, has_earlier: bool = False) -> None:
         """Replace every message (a session opened, a branch switched) and show the conversation's end."""
+        if self.is_attached and self.text_selection is not None:
+            self.screen.clear_selection()  # its rows were messages that may be gone, or elsewhere now
         self._replace_items(entries)
         self._has_earlier = has_earlier
         self._earlier_requested = False
