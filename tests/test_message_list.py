@@ -480,10 +480,12 @@ async def test_dragging_selects_the_text_as_shown_and_y_copies_it() -> None:
         expected = "line 1 of message 2 line 2 of message 2\n\nYou\nMessage"
         assert app.screen.get_selected_text() == expected
         selection = view._selection_style().bgcolor
-        highlighted = [y for y in range(len(rows)) if any(s.style.bgcolor == selection for s in view.render_line(y))]
+        painted = view.render_lines(Region(0, 0, view.size.width, len(rows)))
+        highlighted = [y for y, strip in enumerate(painted) if any(s.style.bgcolor == selection for s in strip)]
         assert highlighted == list(range(first, last + 1))
-        # The gutter is never highlighted.
-        assert view.render_line(first + 1)._segments[0].style.bgcolor != selection
+        # The gutter (after the padding column) is never highlighted, even on a row selected from its start.
+        gutter = painted[last].crop(1, 2)._segments[0]
+        assert gutter.text == "▌" and gutter.style.bgcolor != selection
 
         view.focus()
         await pilot.press("y")  # the selection, not the whole message

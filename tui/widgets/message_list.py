@@ -327,6 +327,7 @@ class MessageList(ScrollView, can_focus=True):
         self._styles: _Styles | None = None
         self._style_generation = 0
         self._code_cursor: tuple[int, int] | None = None
+        """(message id, index) of the code block "Y" copied last, to cycle on repeated presses."""
         self._bindings_state: tuple[bool | None, ...] | None = None
         """`check_action`'s answers when bindings were last refreshed."""
         self._streaming: list[_Item] | None = None
@@ -340,9 +341,8 @@ class MessageList(ScrollView, can_focus=True):
         self._painting = False
         """Inside `render_lines`: rows are painted, not hit-tested (see `render_line`)."""
         self._painted_selection: Selection | None = None
-        """The text selection, looked up once for all the rows `render_lines` paints."""
+        """The text selection (as row addresses), looked up once for all the rows `render_lines` paints."""
         self._batched_sync = False
-        """(message id, index) of the code block "Y" copied last, to cycle on repeated presses."""
         if entries:
             self._replace_items(entries)
 
@@ -987,16 +987,18 @@ class MessageList(ScrollView, can_focus=True):
         if strip is None:
             strip = item.rows[row] = self._compose_row(item, row, content_width)
         address = item.id * ROWS_PER_MESSAGE + row
-        selection = self._painted_selection if self._painting else self.text_selection
-        if selection is not None and (span := self._addressed(selection).get_span(address)) is not None:
+        if not self._painting:
+            # Textual hit-tests the mouse by asking `render_line` itself: offsets tell it which text is under the
+            # pointer. Painted rows (through `render_lines`) need none: offsets made every new row ~4x dearer.
+            return strip.apply_offsets(0, address)
+        if (selection := self._painted_selection) is not None and (span := selection.get_span(address)) is not None:
             strip = self._highlight(strip, *span)
-        # Offsets tell Textual which text the mouse is over. It asks `render_line` itself for them; painted rows
-        # go through `render_lines` and need none (offsets made every new row ~4x dearer to compose and paint).
-        return strip if self._painting else strip.apply_offsets(0, address)
+        return strip
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # Detached (its tab closed behind a dialog) it has no screen to hold a selection: see `render_line`.
-        self._painting, self._painted_selection = True, self.text_selection if self.is_attached else None
+        selection = self.text_selection if self.is_attached else None
+        self._painting, self._painted_selection = True, self._addressed(selection) if selection else None
         try:
             return super().render_lines(crop)
         finally:
