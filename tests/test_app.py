@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from textual import events, messages
 from textual._compositor import LayoutUpdate
-from textual._xterm_parser import XTermParser
 from textual.command import CommandPalette
 from textual.driver import Driver
 from textual.geometry import Region
@@ -37,7 +36,7 @@ from core.models import Role, Status
 from core.server import LocalServer, parse_directives, reply_text, strip_directives
 from tests.helpers import screen_text
 from tui.app import ChatApp
-from tui.keys import read_escape_digits_as_alt
+from tui.keys import PasteSafeParser, read_escape_digits_as_alt
 from tui.screens.dialogs import TextPrompt
 from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelPicker
@@ -96,8 +95,8 @@ async def press(pilot: Pilot[Any], *keys: str) -> None:
 
 
 async def terminal_input(pilot: Pilot[Any], data: str) -> None:
-    """Send raw terminal input through Textual's own parser, as the driver does (escape sequences included)."""
-    parser = XTermParser()
+    """Send raw terminal input through the parser the driver uses (escape sequences included)."""
+    parser = PasteSafeParser()
     for event in [*parser.feed(data), *parser.feed("")]:
         event.set_sender(pilot.app)
         pilot.app.post_message(event)
@@ -665,6 +664,25 @@ async def test_a_multi_line_paste_does_not_send_and_enter_sends_it_whole(
         assert reply.message.content == expected_reply(pasted)
         assert [r.prompt for r in server.requests] == [pasted]
         assert db_rows(tmp_path / "h.db", "SELECT content FROM messages WHERE role = 'user'") == [(pasted,)]
+
+
+async def test_a_paste_holding_escape_sequences_lands_whole_without_them(
+    settings: Settings, server: LocalServer
+) -> None:
+    """Text copied from a terminal log keeps its colour codes; Textual's parser read what followed an ESC in a
+    paste as key presses, so a pasted line break sent part of the paste."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        tab = app.active_tab
+        assert tab is not None
+        prompt = prompt_input(tab)
+        await terminal_input(pilot, "\x1b[200~$ make\rerror: \x1b[31mfailed\x1b[0m at line 3\rnext\x1b[201~")
+        expected = "$ make\nerror: failed at line 3\nnext"
+        await until(pilot, lambda: prompt.text.replace("\r", "\n") == expected, "the paste")
+        for _ in range(5):
+            await pilot.pause(0.02)
+        assert tab.turn is None and server.requests == []
 
 
 async def test_ctrl_j_inserts_a_newline(settings: Settings, server: LocalServer) -> None:

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from textual import _ansi_sequences
+from textual._xterm_parser import BRACKETED_PASTE_END, BRACKETED_PASTE_START, XTermParser
+from textual.message import Message
+
+ESC = "\x1b"
+_ESCAPE_SEQUENCE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[0-Z\\^-~])")
+"""A complete CSI (colours, cursor moves), OSC (titles, links) or two-character escape sequence."""
+_UNFINISHED = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?)?\Z")
+"""The start of one, at the end of what was read so far."""
+_LONGEST_HELD = 256
+"""Past this, an unfinished escape sequence in a paste is dropped as garbage instead of waiting for its end."""
 
 
 def read_escape_digits_as_alt() -> None:
@@ -14,3 +27,68 @@ def read_escape_digits_as_alt() -> None:
     """
     for digit in "0123456789":
         _ansi_sequences.ANSI_SEQUENCES_KEYS.pop(f"\x1b{digit}", None)
+
+
+def read_pastes_whole() -> None:
+    """Have Textual's Linux driver parse input with `PasteSafeParser` (it builds its parser from this name)."""
+    try:
+        from textual.drivers import linux_driver
+    except ImportError:  # Windows: no termios
+        return
+    linux_driver.XTermParser = PasteSafeParser  # type: ignore[misc]
+
+
+def without_escapes(text: str) -> str:
+    return _ESCAPE_SEQUENCE.sub("", text).replace(ESC, "")
+
+
+class PasteSafeParser(XTermParser):
+    """Textual's parser, given pasted text without the escape sequences it may hold.
+
+    Text copied from a terminal log can carry colour codes (``ESC[31m``). Inside a bracketed paste, Textual reads
+    an ESC as the start of a key sequence and replays what follows as key presses: a pasted line break became
+    Enter and sent part of the paste, and the rest landed in the prompt out of order. Many terminals strip ESC
+    from a paste; this does it for those that do not. Outside a paste, input passes through untouched.
+    """
+
+    def __init__(self, debug: bool = False) -> None:
+        super().__init__(debug)
+        self._in_paste = False
+        self._tail = ""
+        """The end of the input outside a paste, to find a paste's start sent in two reads."""
+        self._held = ""
+        """Pasted input from an ESC on, not yet known to be the paste's end or a whole escape sequence."""
+
+    def feed(self, data: str) -> Iterable[Message]:
+        if not data:  # the end of input
+            held, self._held = without_escapes(self._held), ""
+            return [*(super().feed(held) if held else ()), *super().feed("")]
+        filtered = self._filter(data)
+        return super().feed(filtered) if filtered else ()  # all of it held: an empty feed would mean the end
+
+    def _filter(self, data: str) -> str:
+        out: list[str] = []
+        while data:
+            if not self._in_paste:
+                joined = self._tail + data
+                start = joined.find(BRACKETED_PASTE_START)
+                if start < 0:
+                    self._tail = joined[-(len(BRACKETED_PASTE_START) - 1) :]
+                    out.append(data)
+                    break
+                end = start + len(BRACKETED_PASTE_START) - len(self._tail)
+                out.append(data[:end])
+                data, self._tail, self._in_paste = data[end:], "", True
+                continue
+            joined, self._held = self._held + data, ""
+            end = joined.find(BRACKETED_PASTE_END)
+            if end >= 0:
+                out.append(without_escapes(joined[:end]) + BRACKETED_PASTE_END)
+                data, self._in_paste = joined[end + len(BRACKETED_PASTE_END) :], False
+                continue
+            unfinished = _UNFINISHED.search(joined)
+            if unfinished and len(joined) - unfinished.start() < _LONGEST_HELD:
+                joined, self._held = joined[: unfinished.start()], joined[unfinished.start() :]
+            out.append(without_escapes(joined))
+            break
+        return "".join(out)

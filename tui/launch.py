@@ -24,9 +24,10 @@ def launch(args: argparse.Namespace) -> int:
             demo_server(settings) as settings,
         ):
             from tui.app import ChatApp
-            from tui.keys import read_escape_digits_as_alt
+            from tui.keys import read_escape_digits_as_alt, read_pastes_whole
 
             read_escape_digits_as_alt()
+            read_pastes_whole()
             app = ChatApp(settings, after_splash=splash.shown)
             splash.hand_over()
             app.run()
