@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -130,18 +130,16 @@ class Turn:
         return self.events()
 
     async def _run(self, request: list[BaseMessage]) -> Message:
-        store = self._engine.store
-        reply_id = self.reply.id
         parts: list[str] = []
         usage = ReplyUsage(None, None)
         self._started = True
+        saver: asyncio.Task[None] | None = None
         try:
             if self._cancel_at_start:
                 raise asyncio.CancelledError
             model = await self._engine.model_for(self.profile)
-            last_flush = time.monotonic()
+            saver = asyncio.create_task(self._save_periodically(parts), name=f"chat-tui saves {self.reply.id}")
             finished = False
-            flushed = 0
             pacer = _ReadPacer()
             async with aclosing(model.astream(request)) as stream:
                 async for chunk in stream:
@@ -157,30 +155,51 @@ class Turn:
                         self._events.put_nowait(usage)
                     if chunk.response_metadata.get("finish_reason"):
                         finished = True
-                    if len(parts) != flushed and time.monotonic() - last_flush >= FLUSH_INTERVAL:
-                        # A save the database refuses (locked by another program past the busy timeout, disk
-                        # full) does not stop the reply: the next interval tries again, and the end says so.
-                        with suppress(StoreError):
-                            await store.flush_reply(reply_id, "".join(parts))
-                            flushed = len(parts)
-                        last_flush = time.monotonic()
                     await pacer.after_chunk(arrived, batching=bool(parts) and not finished)
             if not finished:
                 raise StreamBroken("The reply ended before the server finished it; the partial reply was kept.")
-            return await self._end("".join(parts), Status.COMPLETE, usage)
+            return await self._end("".join(parts), Status.COMPLETE, usage, saver=saver)
         except asyncio.CancelledError:
-            return await self._end("".join(parts), Status.INTERRUPTED, usage)
+            return await self._end("".join(parts), Status.INTERRUPTED, usage, saver=saver)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a saved error row and one event
             error = exc if isinstance(exc, ChatError) else provider_error(exc, self.profile)
-            return await self._end("".join(parts), Status.ERROR, usage, error)
+            return await self._end("".join(parts), Status.ERROR, usage, error, saver=saver)
 
-    async def _end(self, text: str, status: Status, usage: ReplyUsage, error: ChatError | None = None) -> Message:
+    async def _save_periodically(self, parts: list[str]) -> None:
+        """Save the text streamed so far every FLUSH_INTERVAL while there is new text: on a clock, not when a chunk
+        comes, so that text received before the server pauses (a reasoning model, a slow server) is saved too."""
+        saved = 0
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            if len(parts) != saved:
+                count = len(parts)
+                # A save the database refuses (locked by another program past the busy timeout, disk full) does not
+                # stop the reply: the next interval tries again, and the end says so.
+                with suppress(StoreError):
+                    await self._engine.store.flush_reply(self.reply.id, "".join(parts[:count]))
+                    saved = count
+
+    async def _end(
+        self,
+        text: str,
+        status: Status,
+        usage: ReplyUsage,
+        error: ChatError | None = None,
+        *,
+        saver: asyncio.Task[None] | None = None,
+    ) -> Message:
         """Save the reply's last state and announce it with the one final event.
 
         Saved even if cancelled meanwhile (tab closed, Esc pressed twice, app quit): a cancel escaping from here
         would leave no final event, a ``wait()`` that raises and a stale row. If the database refuses the save,
         the final event still comes, as a failure that says so, with the text as it streamed.
         """
+        if saver is not None:
+            # No periodic save may land after the last one (a cancelled one is rolled back).
+            saver.cancel()
+            while not saver.done():
+                with suppress(asyncio.CancelledError):
+                    await asyncio.wait([saver])
         finish = self._engine.store.finish_reply(
             self.reply.id, text, status, error=str(error) if error else None, **_usage_kwargs(usage)
         )
@@ -237,8 +256,10 @@ def _chunk_text(content: str | list[Any]) -> str:
     return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
 
 
-def _to_langchain(history: Sequence[Message], system_prompt: str | None) -> list[BaseMessage]:
-    """The conversation as the model sees it: failed and unfinished replies are left out."""
+def _to_langchain(
+    history: Sequence[Message], system_prompt: str | None, prompt: str | None = None
+) -> list[BaseMessage]:
+    """The conversation as the model sees it (failed and unfinished replies left out), then ``prompt``."""
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
     out: list[BaseMessage] = [SystemMessage(system_prompt)] if system_prompt else []
@@ -247,6 +268,8 @@ def _to_langchain(history: Sequence[Message], system_prompt: str | None) -> list
             out.append(HumanMessage(message.content))
         elif message.status in (Status.COMPLETE, Status.INTERRUPTED) and message.content:
             out.append(AIMessage(message.content))
+    if prompt is not None:
+        out.append(HumanMessage(prompt))
     return out
 
 
@@ -328,14 +351,44 @@ class ChatEngine:
 
     # -- turns ---------------------------------------------------------------------------------------------------
 
-    async def _begin(self, user: Message | None, reply: Message, profile: Profile) -> Turn:
-        session = await self.store.get_session(reply.session_id)
-        history = await self.store.path(reply.parent_id) if reply.parent_id is not None else []
-        request = _to_langchain(history, session.system_prompt or profile.system_prompt)
-        turn = Turn(self, user, reply, profile, request)
-        self._turns.add(turn)
-        turn._task.add_done_callback(lambda _: self._turns.discard(turn))
-        return turn
+    async def _request(
+        self, session_id: int, parent_id: int | None, profile: Profile, prompt: str | None = None
+    ) -> list[BaseMessage]:
+        """What the model is sent: the system prompt, the branch up to ``parent_id``, then ``prompt`` if given."""
+        session = await self.store.get_session(session_id)
+        history = await self.store.path(parent_id) if parent_id is not None else []
+        return _to_langchain(history, session.system_prompt or profile.system_prompt, prompt)
+
+    async def _start(
+        self,
+        commit: Coroutine[Any, Any, tuple[Message | None, Message]],
+        profile: Profile,
+        request: list[BaseMessage],
+    ) -> Turn:
+        """Commit a turn's rows and hand its reply row to a Turn at once, whatever happens to the caller.
+
+        Between the commit and the Turn, nothing may be awaited: a caller cancelled there (a tab closed right after
+        Enter) left a ``streaming`` row that no one would ever finish. So both run in a task of their own; a caller
+        cancelled meanwhile gets the reply stopped, and saved as interrupted, once it has started.
+        """
+
+        async def start() -> Turn:
+            user, reply = await commit
+            turn = Turn(self, user, reply, profile, request)
+            self._turns.add(turn)
+            turn._task.add_done_callback(lambda _: self._turns.discard(turn))
+            return turn
+
+        def stop_unwanted(task: asyncio.Future[Turn]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                task.result().cancel()
+
+        starting = self.track(start())
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            starting.add_done_callback(stop_unwanted)
+            raise
 
     async def profile_for(self, session_id: int, name: str | None = None) -> Profile:
         """The profile a session sends with: ``name`` if given, else the session's own (with its model choice)."""
@@ -349,8 +402,8 @@ class ChatEngine:
         """Add ``text`` as a user message under ``parent_id`` (None: a new root) and stream the reply."""
         chosen = await self.profile_for(session_id, profile)
         chosen.resolve_key(self.settings.environ)  # a missing key fails here, before anything is saved
-        user, reply = await self.store.start_turn(session_id, parent_id, text, chosen.model)
-        return await self._begin(user, reply, chosen)
+        request = await self._request(session_id, parent_id, chosen, text)
+        return await self._start(self.store.start_turn(session_id, parent_id, text, chosen.model), chosen, request)
 
     async def regenerate(self, message_id: int, *, profile: str | None = None) -> Turn:
         """A new reply beside an existing one (or to a user message): a sibling, the old one stays."""
@@ -359,8 +412,12 @@ class ChatEngine:
         assert user_id is not None, "an assistant message always has a parent"
         chosen = await self.profile_for(message.session_id, profile)
         chosen.resolve_key(self.settings.environ)
-        reply = await self.store.start_reply(message.session_id, user_id, chosen.model)
-        return await self._begin(None, reply, chosen)
+        request = await self._request(message.session_id, user_id, chosen)
+
+        async def commit() -> tuple[Message | None, Message]:
+            return None, await self.store.start_reply(message.session_id, user_id, chosen.model)
+
+        return await self._start(commit(), chosen, request)
 
     async def edit(self, message_id: int, text: str, *, profile: str | None = None) -> Turn:
         """Send ``text`` in place of an earlier user message: a new sibling user message and its reply."""
