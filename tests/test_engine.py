@@ -398,6 +398,68 @@ async def test_a_cancel_before_the_reply_even_started_is_saved_as_interrupted(en
     assert turn.result == final.message
 
 
+async def test_a_send_cancelled_right_after_its_first_write_leaves_no_reply_streaming(
+    engine: ChatEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tab closed right after Enter cancels the send. Landing just after the first write committed, that cancel
+    left the reply row streaming for good (nothing owned it yet); now the reply ends interrupted."""
+    session = await engine.store.create_session()
+    await complete_turn(engine, session.id, "warm up", None)
+    committed = asyncio.Event()
+    start_turn = engine.store.start_turn
+
+    async def observed_start_turn(*args: Any, **kwargs: Any) -> tuple[Message, Message]:
+        rows = await start_turn(*args, **kwargs)
+        committed.set()
+        return rows
+
+    monkeypatch.setattr(engine.store, "start_turn", observed_start_turn)
+    for attempt in range(5):
+        committed.clear()
+        sending = asyncio.ensure_future(engine.send(session.id, f"closed at once {attempt} [[tps=20]]", parent_id=None))
+        await committed.wait()
+        for _ in range(attempt):  # a few turns of the event loop later each time
+            await asyncio.sleep(0)
+        if sending.done():  # the send returned first: the tab has the turn, and cancels it on closing
+            sending.result().cancel()
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+    for _ in range(500):
+        if not engine._turns and not engine._pending:
+            break
+        await asyncio.sleep(0.01)
+    rows = query(engine.settings.db_path, "SELECT status FROM messages WHERE role = 'assistant' AND id > 2")
+    assert [status for (status,) in rows] == ["interrupted"] * 5
+
+
+async def test_text_received_before_the_server_pauses_is_saved_during_the_pause(
+    engine: ChatEngine, server: LocalServer
+) -> None:
+    """A crash loses at most FLUSH_INTERVAL of a reply, also when the server pauses (a reasoning model)."""
+    session = await engine.store.create_session()
+    await complete_turn(engine, session.id, "warm up", None)
+    turn = await engine.send(session.id, "then think [[tokens=60 tps=0 stall=30 stall_after=20]]", parent_id=None)
+    received: list[str] = []
+
+    async def consume() -> None:
+        async for event in turn:
+            if isinstance(event, ReplyDelta):
+                received.append(event.text)
+
+    consuming = asyncio.ensure_future(consume())
+    for _ in range(500):
+        if len(received) >= 20:
+            break
+        await asyncio.sleep(0.01)
+    assert len(received) == 20
+    await asyncio.sleep(1.2)  # the server is pausing: no chunk arrives to trigger a save
+    saved = await engine.store.get_message(turn.reply.id)
+    assert saved.status is Status.STREAMING and saved.content == "".join(received)
+    turn.cancel()
+    await consuming
+
+
 async def test_cancelling_again_while_the_partial_reply_is_saved_changes_nothing(
     engine: ChatEngine, server: LocalServer
 ) -> None:
