@@ -26,7 +26,7 @@ import aiosqlite
 from core.errors import DatabaseCorrupt, DatabaseTooNew, NotFound, StoreError
 from core.models import Message, Role, SearchHit, Session, Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x43485454  # "CHTT": marks a file as ours, so we never migrate somebody else's database
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 15_000
@@ -82,6 +82,65 @@ MIGRATIONS: dict[int, str] = {
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # Ids are never reused (AUTOINCREMENT). Without it, deleting the newest chat gave its ids to the next one, and a
+    # reply still streaming into the deleted chat (another process's, or a LangChain history cleared meanwhile)
+    # saved its text into the new chat's row of the same id. SQLite cannot add AUTOINCREMENT to a table: the two
+    # tables are rebuilt with the same rows and ids (foreign keys are off meanwhile, see `_check_and_migrate`).
+    2: """
+    CREATE TABLE sessions_v2 (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        title         TEXT,
+        profile       TEXT,
+        model         TEXT,
+        system_prompt TEXT,
+        archived      INTEGER NOT NULL DEFAULT 0,
+        key           TEXT UNIQUE,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    INSERT INTO sessions_v2 (id, title, profile, model, system_prompt, archived, key, created_at, updated_at)
+        SELECT id, title, profile, model, system_prompt, archived, key, created_at, updated_at FROM sessions;
+    CREATE TABLE messages_v2 (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id        INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        parent_id         INTEGER REFERENCES messages (id) ON DELETE CASCADE,
+        role              TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        content           TEXT NOT NULL DEFAULT '',
+        status            TEXT NOT NULL CHECK (status IN ('complete', 'streaming', 'interrupted', 'error')),
+        model             TEXT,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        error             TEXT,
+        writer            TEXT,
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL
+    );
+    INSERT INTO messages_v2 (
+        id, session_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, error, writer,
+        created_at, updated_at
+    ) SELECT
+        id, session_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, error, writer,
+        created_at, updated_at
+    FROM messages;
+    DROP TABLE messages;
+    DROP TABLE sessions;
+    ALTER TABLE sessions_v2 RENAME TO sessions;
+    ALTER TABLE messages_v2 RENAME TO messages;
+    CREATE INDEX sessions_recent ON sessions (archived, updated_at DESC, id DESC);
+    CREATE INDEX messages_session ON messages (session_id, id);
+    CREATE INDEX messages_parent ON messages (parent_id);
+    CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+        INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+    END;
     """,
 }
 
@@ -658,8 +717,10 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path) -> None:
             raise DatabaseCorrupt(f"{path} is a SQLite database of another program; chat-tui left it untouched.")
         await _enable_wal(db)
         await db.execute("PRAGMA synchronous = NORMAL")
-        await db.execute("PRAGMA foreign_keys = ON")
         if version < SCHEMA_VERSION:
+            # Off while tables are rebuilt: dropping the old sessions table would otherwise cascade into the new
+            # messages table (SQLite ignores the pragma inside a transaction, so it is set here).
+            await db.execute("PRAGMA foreign_keys = OFF")
             await _migrate(db)
         await db.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:

@@ -19,7 +19,7 @@ import pytest
 from core.errors import DatabaseCorrupt, DatabaseTooNew, NotFound, StoreError
 from core.export import to_json, to_markdown
 from core.models import Message, Role, Status
-from core.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from core.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Store, _split_sql
 from tests.helpers import integrity, query, sha256
 
 
@@ -70,6 +70,48 @@ async def test_reopening_keeps_everything_and_migrates_nothing(tmp_path: Path) -
         assert [s.title for s in await store.list_sessions()] == ["kept"]
         assert [m.content for m in await store.path(await store.latest_leaf(session.id))] == ["question", "answer"]
         assert store.write_transactions == 0
+
+
+def a_version_1_file(path: Path) -> None:
+    """A database as chat-tui's first schema made it: two chats, the newest one's ids the highest."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for statement in _split_sql(MIGRATIONS[1]):
+            db.execute(statement)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 1")
+        now = "2026-11-01T10:00:00.000000Z"
+        for session_id, title in ((1, "older"), (2, "newest")):
+            db.execute(
+                "INSERT INTO sessions (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                (session_id, title, now, now),
+            )
+        rows = [(1, 1, None, "user", "how do lighthouses work"), (2, 1, 1, "assistant", "a lamp and a lens")]
+        rows += [(3, 2, None, "user", "and foghorns"), (4, 2, 3, "assistant", "compressed air")]
+        for message_id, session_id, parent_id, role, content in rows:
+            db.execute(
+                "INSERT INTO messages (id, session_id, parent_id, role, content, status, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 'complete', ?, ?)",
+                (message_id, session_id, parent_id, role, content, now, now),
+            )
+
+
+async def test_a_version_1_file_keeps_every_row_and_id_and_never_reuses_an_id_again(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    a_version_1_file(path)
+    async with await Store.open(path) as store:
+        assert [(m.id, m.content) for m in await store.path(4)] == [(3, "and foghorns"), (4, "compressed air")]
+        assert [hit.message_id for hit in await store.search("lighthouses")] == [1]
+        await store.delete_session(2)  # the newest chat: before, its ids went to the next chat
+        session = await store.create_session("next")
+        added = await chat(store, session.id, "a new question", "a new answer")
+        assert session.id == 3 and [m.id for m in added] == [5, 6]
+        await store.delete_session(1)  # the cascade still works
+        assert await store.search("lighthouses") == []
+    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert query(path, "PRAGMA foreign_key_check") == []
+    assert integrity(path) == "ok"
+    with closing(sqlite3.connect(path)) as db:  # raises if the full-text index and the messages disagree
+        db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
 
 
 async def test_many_opens_of_one_new_file_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
