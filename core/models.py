@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from core.text import inert
+
 
 class Role(StrEnum):
     USER = "user"
@@ -37,7 +39,8 @@ class Session:
 
     @property
     def display_title(self) -> str:
-        return self.title or "New chat"
+        """The title to show: a prompt's first words may hold escape sequences, shown inert (core.text)."""
+        return inert(self.title) if self.title else "New chat"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
 from textual import events, messages
 from textual._compositor import LayoutUpdate
 from textual.command import CommandPalette
@@ -35,7 +36,7 @@ from core.config import Settings, load_settings
 from core.models import Role, Status
 from core.server import LocalServer, parse_directives, reply_text, strip_directives
 from tests.helpers import screen_text
-from tui.app import ChatApp
+from tui.app import MAX_LABEL, ChatApp
 from tui.keys import PasteSafeParser, read_escape_digits_as_alt
 from tui.screens.dialogs import TextPrompt
 from tui.screens.help import HelpScreen
@@ -939,6 +940,24 @@ async def test_tab_labels_mark_streaming_and_unread_replies(settings: Settings) 
         # The label follows the tab's state through a message: it may take a moment after the reply ends.
         await until(pilot, lambda: not label(app, tab).startswith(("●", "⋯")), "the streaming mark to clear")
         assert not tab.unread
+
+
+async def test_a_title_is_shown_inert_and_cut_to_the_tab_width_in_cells(settings: Settings) -> None:
+    """A prompt's first words name the chat: an escape sequence in them reached the terminal from the tab label
+    and the conversations list, and a CJK title was cut by characters, taking twice the width of others."""
+    prompt = "日本語 \x1b[31mred\x1b[0m のとても長いタイトル and more words"
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, prompt)
+        await until(pilot, lambda: settled(tab) and not label(app, tab).startswith("⋯"), "the reply")
+        shown = label(app, tab)
+        assert shown.startswith("日本語 ␛[31mred") and shown.endswith("…"), shown
+        assert cell_len(shown) <= MAX_LABEL  # cut by characters, it took 25 cells
+        assert "\x1b" not in screen_text(app)
+        await press(pilot, "ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, SessionBrowser) and "␛[31mred" in screen_text(app))
+        assert "\x1b" not in screen_text(app)
 
 
 async def test_a_tab_switch_is_one_partial_update_with_its_label(

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.cells import cell_len
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -212,7 +213,7 @@ class ChatApp(App[None]):
     def _label(self, tab: ChatTab) -> None:
         if not tab.is_mounted:
             return
-        title = tab.title if len(tab.title) <= MAX_LABEL else tab.title[: MAX_LABEL - 1] + "…"
+        title = _cut(tab.title, MAX_LABEL)
         label = ("⋯ " if tab.streaming else "● " if tab.unread else "") + title
         with contextlib.suppress(Exception):  # the tab may be mid-removal
             content_tab = self.tabbed.get_tab(tab)
@@ -452,3 +453,16 @@ class ChatApp(App[None]):
     def _cancel_active(self) -> None:
         if self.active_tab is not None:
             self.active_tab.action_cancel_reply()
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, ending with "…" if cut. Counted in cells: a CJK character takes two."""
+    if cell_len(text) <= width:
+        return text
+    kept, used = [], 0
+    for character in text:
+        used += cell_len(character)
+        if used > width - 1:
+            break
+        kept.append(character)
+    return "".join(kept).rstrip() + "…"

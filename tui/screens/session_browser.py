@@ -25,6 +25,7 @@ from textual.worker import Worker
 from core.errors import ChatError
 from core.models import Role, SearchHit, Session
 from core.store import Store
+from core.text import inert
 from tui.screens.dialogs import Confirm, TextPrompt, key_hints
 
 PAGE_SIZE = 50
@@ -310,7 +311,7 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
         row = Text.assemble(
             self._mark(hit.session_id),
             " ",
-            (_one_line(hit.session_title or "New chat"), "bold"),
+            (_one_line(inert(hit.session_title or "New chat")), "bold"),
             ("  " + self.format_time(hit.created_at), "dim"),
             "\n    ",
             ("You: " if hit.role is Role.USER else "AI: ", "dim"),
