@@ -28,15 +28,16 @@ from textual.message import Message
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Input, TextArea
+from textual.widgets import DataTable, Footer, Input, Tabs, TextArea
 from textual.widgets._footer import FooterKey
 from textual.worker import Worker, WorkerState
 
 from core.config import Settings, load_settings
+from core.engine import ChatEngine
 from core.models import Role, Status
 from core.server import LocalServer, parse_directives, reply_text, strip_directives
 from tests.helpers import screen_text
-from tui.app import MAX_LABEL, ChatApp
+from tui.app import MAX_LABEL, OPEN_TABS_STATE, ChatApp
 from tui.keys import PasteSafeParser, read_escape_digits_as_alt
 from tui.screens.dialogs import TextPrompt
 from tui.screens.help import HelpScreen
@@ -960,6 +961,42 @@ async def test_a_title_is_shown_inert_and_cut_to_the_tab_width_in_cells(settings
         assert "\x1b" not in screen_text(app)
 
 
+async def test_the_active_tab_label_is_brought_into_view_at_start_and_for_a_new_tab(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Textual scrolls the tab bar to a tab as it is activated, before a just-added label has a width: the tabs
+    restored at start showed the first ones while the last was active, and a new tab was cut at the right edge."""
+    async with ChatEngine.open(settings) as engine:
+        sessions = [await engine.store.create_session(f"Restored chat number {n} has a long title") for n in range(8)]
+        await engine.store.set_state(OPEN_TABS_STATE, {"sessions": [s.id for s in sessions], "active": 7})
+
+    def in_view(app: ChatApp, tab: ChatTab) -> bool:
+        bar = app.tabbed.query_one(Tabs).region
+        return bar.contains_region(app.tabbed.get_tab(tab).region)
+
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: len(app.tabs) == 8 and app.active_tab is app.tabs[7], "the restored tabs")
+        await until(pilot, lambda: in_view(app, app.tabs[7]), "the active label in view")
+        assert not in_view(app, app.tabs[0])  # they do overflow the bar
+        tab = await new_tab(pilot)
+        await until(pilot, lambda: in_view(app, tab), "the new tab's label in view")
+
+
+async def test_tab_moves_between_the_messages_and_the_prompt_not_to_the_tab_bar(settings: Settings) -> None:
+    """Tab from the prompt went to the tab bar, where typed keys were silently dropped."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.active_tab
+        assert tab is not None
+        for _ in range(3):
+            await pilot.press("tab")
+            assert isinstance(app.focused, MessageList | PromptInput), app.focused
+        await pilot.press("tab", "a")
+        assert app.focused is prompt_input(tab) and prompt_input(tab).text == "a"
+
+
 async def test_a_tab_switch_is_one_partial_update_with_its_label(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1177,6 +1214,60 @@ async def palette_run(pilot: Pilot[Any], query: str, shown: str) -> None:
     await until(pilot, lambda: shown in screen_text(app), shown)
     await pilot.press("enter")
     await until(pilot, lambda: not isinstance(app.screen, CommandPalette), "the palette closed")
+
+
+async def test_sending_while_scrolled_up_shows_the_new_prompt_and_follows_its_reply(settings: Settings) -> None:
+    """Scrolled up to reread something, a sent prompt and its reply stayed below the view, with no sign of them."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "A long one first [[tokens=600]]")
+        view = message_list(tab)
+        view.scroll_home(animate=False)
+        await until(pilot, lambda: view.scroll_y == 0 and "A long one first" in screen_text(app), "the top")
+        await send(pilot, "The newest question")
+        await until(pilot, lambda: settled(tab), "the reply")
+        await until(pilot, lambda: last_sentence(expected_reply("The newest question")) in shown_prose(app), "the end")
+
+
+async def test_edit_is_refused_before_its_dialog_while_the_tab_streams(settings: Settings) -> None:
+    """Refused after the dialog, the edited text was thrown away."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, f"Keep streaming {SLOW}")
+        await pilot.press("shift+tab", "e")
+        await until(pilot, lambda: any("still streaming" in n.message for n in app._notifications), "the refusal")
+        assert app.screen is app.screen_stack[0]  # no dialog to type into
+        assert tab.streaming
+
+
+async def test_ctrl_c_over_selected_text_copies_it_and_says_so(settings: Settings) -> None:
+    app = ChatApp(settings)
+    copied: list[str] = []
+    app.copy_to_clipboard = copied.append  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Select me [[tokens=20]]")
+        view = message_list(tab)
+        rows = [view.render_line(y).text for y in range(view.scrollable_content_region.height)]
+        row = next(y for y, line in enumerate(rows) if "You asked: Select me" in line)
+        await pilot.click(MessageList, offset=(8, row), times=2)  # a double click selects the message under it
+        await until(pilot, lambda: view.text_selection is not None, "the selection")
+        await pilot.press("ctrl+c")
+        assert len(copied) == 1 and copied[0].startswith("You asked: Select me"), copied  # the reply as shown
+        await until(pilot, lambda: any("Copied the selected text" in n.message for n in app._notifications))
+
+
+async def test_rename_starts_from_the_title_the_first_prompt_gave(settings: Settings) -> None:
+    """The tab kept the session as it was before the first prompt named it: F2 opened on an empty field."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await send_and_wait(pilot, "Name me after this")
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, TextPrompt), "the rename dialog")
+        assert app.screen.query_one(Input).value == "Name me after this"
 
 
 async def test_the_palette_offers_the_message_actions_where_they_apply(settings: Settings, server: LocalServer) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.content import Content
@@ -21,7 +22,7 @@ from textual.driver import Driver
 from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Header, TabbedContent
+from textual.widgets import Header, TabbedContent, Tabs
 
 from core.config import Settings
 from core.engine import ChatEngine
@@ -32,6 +33,7 @@ from tui.splash import APP_TITLE, COLOURS_STATE, DEMO_SUB_TITLE, HEADER_ICON, re
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.footer import SteadyFooter
 from tui.widgets.markdown_render import preload_markdown
+from tui.widgets.message_list import copy_selected_text
 from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
@@ -49,6 +51,11 @@ class MainScreen(Screen[None]):
     # depends on it repaint themselves. A tab switch moves it (each tab has its own prompt): the switch's frame was
     # followed by a full one, ~16 KB more for the terminal.
     focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
+    def action_copy_text(self) -> None:
+        # ctrl+c over a selection in the messages: Textual copies without a word; y says what it copied.
+        if not copy_selected_text(self):
+            raise SkipAction()
 
 
 class ChatApp(App[None]):
@@ -100,6 +107,9 @@ class ChatApp(App[None]):
         yield SteadyFooter(keep_action="help")
 
     async def on_mount(self) -> None:
+        # Tab from the prompt went to the tab bar, where typed keys were dropped: tabs change with keys of their own
+        # (alt+arrows, alt+N) or a click, and Tab moves between the messages and the prompt.
+        self.tabbed.query_one(Tabs).can_focus = False
         # Closing the terminal window (SIGHUP) or a plain `kill` (SIGTERM) would end the process on the spot and
         # lose up to a flush interval of each streaming reply; both now save them as interrupted first.
         loop = asyncio.get_running_loop()
@@ -192,6 +202,14 @@ class ChatApp(App[None]):
         tab.unread = False
         # The label with the switch, not a layout and a frame of its own once its message arrives.
         self._label(tab)
+        self.call_after_refresh(self._show_active_label)
+
+    def _show_active_label(self) -> None:
+        """Scroll the tab bar to the active tab's label. Textual does it as the tab is activated, but a label just
+        added (a new tab, the tabs restored at start) has no width yet then, and it was left out of view."""
+        if (tab := self.active_tab) is not None and tab.is_mounted:
+            with contextlib.suppress(NoMatches):
+                self.tabbed.get_tab(tab).scroll_visible(animate=False, force=True)
 
     def tab_for(self, session_id: int) -> ChatTab | None:
         return next((t for t in self.tabs if t.session_id == session_id), None)
@@ -219,6 +237,8 @@ class ChatApp(App[None]):
             content_tab = self.tabbed.get_tab(tab)
             if content_tab.label.plain != label:  # a new label costs a layout of the tab bar
                 content_tab.label = Content(label)  # a title is the user's text, never markup
+                if tab is self.active_tab:  # its new width may push it out of view
+                    self.call_after_refresh(self._show_active_label)
 
     @on(ChatTab.ReplyEnded)
     def _reply_ended(self, event: ChatTab.ReplyEnded) -> None:
@@ -339,7 +359,13 @@ class ChatApp(App[None]):
         if tab.session is None:
             tab.set_session(await self.engine.store.create_session(profile=self.settings.default_profile))
             self._save_tabs()
-        return tab.session
+            return tab.session
+        # As saved now: the tab's copy predates its first prompt (the title), and other processes change it too.
+        try:
+            return await self.engine.store.get_session(tab.session.id)
+        except ChatError as error:  # deleted meanwhile by another process
+            self.notify(str(error), severity="error", markup=False)
+            return None
 
     @work(exclusive=True, group="dialog")
     async def action_rename(self) -> None:

@@ -271,11 +271,13 @@ class ChatTab(TabPane):
         self.show_banner("")
         message_list = self.query_one(MessageList)
         assert turn.user is not None
+        message_list.action_follow_end()  # scrolled up to reread something: the new prompt and its reply show anyway
         message_list.append_entry(ChatEntry(turn.user))
         message_list.append_entry(ChatEntry(turn.reply))
         self._set_empty(False)
-        if self.title == "New chat":
-            self.title = (await self.engine.store.get_session(self.session.id)).display_title
+        if self.session.title is None:  # the first prompt named the session
+            self.session = await self.engine.store.get_session(self.session.id)
+            self.title = self.session.display_title
         self._start(turn)
         return True
 
@@ -424,7 +426,7 @@ class ChatTab(TabPane):
         from tui.screens.dialogs import TextPrompt
 
         entry = self.query_one(MessageList).entry(event.message_id)
-        if entry is None:
+        if entry is None or self._refuse_while_streaming():  # refused now, not after the edit is written
             return
 
         async def resend(text: str | None) -> None:

@@ -23,6 +23,7 @@ from textual import message as textual_message
 from textual.binding import Binding, BindingType
 from textual.geometry import Offset, Region, Size
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.scroll_view import ScrollView
 from textual.selection import Selection
 from textual.strip import Strip
@@ -199,6 +200,16 @@ class _EntryMessage(textual_message.Message):
     @property
     def control(self) -> MessageList:
         return self.message_list
+
+
+def copy_selected_text(screen: Screen[object]) -> bool:
+    """Copy the screen's text selection to the clipboard and say so; False if nothing is selected."""
+    selected = screen.get_selected_text()
+    if not selected:
+        return False
+    screen.app.copy_to_clipboard(selected)
+    screen.notify(f"Copied the selected text ({len(selected):,} characters)")
+    return True
 
 
 class MessageList(ScrollView, can_focus=True):
@@ -1223,9 +1234,7 @@ class MessageList(ScrollView, can_focus=True):
         self.scroll_page_down(animate=False)
 
     def action_copy(self) -> None:
-        if self.text_selection is not None and (selected := self.screen.get_selected_text()):
-            self.app.copy_to_clipboard(selected)
-            self.notify(f"Copied the selected text ({len(selected):,} characters)")
+        if self.text_selection is not None and copy_selected_text(self.screen):
             return
         item = self._target()
         if item is None:
