@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from core.config import Settings
     from core.engine import ChatEngine
     from core.models import Message
+    from core.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_TOKENS_PER_SECOND = 80.0
@@ -125,13 +126,26 @@ def run_command(args: argparse.Namespace, *, stdout: TextIO | None = None, stder
     try:
         settings = settings_from_args(args)
         with demo_server(settings) as settings:
-            return asyncio.run(_dispatch(args, settings, out, err))
+            code = asyncio.run(_dispatch(args, settings, out, err))
+        out.flush()  # here, not at exit, so that a reader gone away is caught below
+        return code
     except ChatError as exc:
         print(f"chat-tui: {exc}", file=err)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("\nchat-tui: interrupted; the partial reply was saved.", file=err)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``| head -1``): stop without a word, as other Unix tools do. A reply still
+        # streaming was saved as interrupted when the engine closed.
+        return EXIT_FAILED
+
+
+def _shown_on(out: TextIO) -> Callable[[str], str]:
+    """How model text reaches ``out``: controls and escape sequences made inert on a terminal, as is elsewhere."""
+    from core.text import inert
+
+    return inert if out.isatty() else str
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
@@ -144,9 +158,13 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, out: TextIO, e
 
 async def _ask(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from core.engine import ReplyDelta, ReplyFailed
-    from core.text import inert
 
-    text = sys.stdin.read() if args.text == "-" else args.text
+    try:
+        text = sys.stdin.read() if args.text == "-" else args.text
+        text.encode("utf-8")  # undecodable bytes (from argv or a lenient stdin) arrive as lone surrogates
+    except UnicodeError:
+        print("chat-tui: the prompt is not valid UTF-8.", file=err)
+        return EXIT_FAILED
     if not text.strip():
         print("chat-tui: the prompt is empty.", file=err)
         return EXIT_USAGE
@@ -156,12 +174,15 @@ async def _ask(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err: T
         session = await store.get_session(args.session)
     elif args.cont:
         session = await store.latest_session()
+    # A missing key fails here, before a new session is made: a failed ask leaves no empty chat behind.
+    profile = await engine.profile_for(session.id) if session is not None else engine.settings.profile()
+    profile.resolve_key(engine.settings.environ)
     if session is None:
         session = await store.create_session()
-    parent = await store.latest_leaf(session.id)
+    parent = await _continue_from(store, session.id)
     engine.preload()
     turn = await engine.send(session.id, text, parent_id=parent)
-    show = inert if out.isatty() else str
+    show = _shown_on(out)
     async for event in turn:
         if isinstance(event, ReplyDelta):
             out.write(show(event.text))
@@ -174,6 +195,21 @@ async def _ask(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err: T
     return EXIT_OK
 
 
+async def _continue_from(store: Store, session_id: int) -> int | None:
+    """Where a new turn goes: after the session's newest message, unless that is a reply still streaming (another
+    process's turn). Chained under it, the turn would be saved after a reply its request never included: it
+    becomes a sibling of that turn instead, a branch, as concurrent turns always do."""
+    from core.models import Status
+
+    leaf = await store.latest_leaf(session_id)
+    if leaf is None:
+        return None
+    newest = await store.get_message(leaf)
+    if newest.status is not Status.STREAMING or newest.parent_id is None:
+        return leaf
+    return (await store.get_message(newest.parent_id)).parent_id
+
+
 async def _branch(engine: ChatEngine, session_id: int) -> list[Message]:
     await engine.store.get_session(session_id)  # NotFound for a wrong id
     leaf = await engine.store.latest_leaf(session_id)
@@ -184,23 +220,24 @@ async def _list(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err: 
     import json
     from dataclasses import asdict
 
+    show = _shown_on(out)  # titles come from prompts and replies
     sessions = await engine.store.list_sessions(limit=args.limit, archived=args.archived)
     if args.json:
-        out.write(json.dumps([asdict(s) for s in sessions], ensure_ascii=False, indent=2) + "\n")
+        out.write(show(json.dumps([asdict(s) for s in sessions], ensure_ascii=False, indent=2)) + "\n")
         return EXIT_OK
     for s in sessions:
-        out.write(f"{s.id:>6}  {s.updated_at[:16].replace('T', ' ')}  {s.message_count:>4} msgs  {s.display_title}\n")
+        when = s.updated_at[:16].replace("T", " ")
+        out.write(show(f"{s.id:>6}  {when}  {s.message_count:>4} msgs  {s.display_title}") + "\n")
     return EXIT_OK
 
 
 async def _show(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from core.export import to_json, to_markdown
-    from core.text import inert
 
     session = await engine.store.get_session(args.session)
     messages = await _branch(engine, args.session)
     text = to_json(session, messages) if args.json else to_markdown(session, messages)
-    out.write((inert(text) if out.isatty() else text) + ("\n" if args.json else ""))
+    out.write(_shown_on(out)(text) + ("\n" if args.json else ""))
     return EXIT_OK
 
 
@@ -211,11 +248,15 @@ async def _export(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err
     messages = await _branch(engine, args.session)
     text = to_json(session, messages) + "\n" if args.format == "json" else to_markdown(session, messages)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            print(f"chat-tui: Cannot write {args.output}: {exc.strerror}.", file=err)
+            return EXIT_FAILED
         print(f"Exported session {session.id} to {args.output}", file=err)
     else:
-        out.write(text)
+        out.write(_shown_on(out)(text))
     return EXIT_OK
 
 
@@ -223,11 +264,12 @@ async def _search(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err
     import json
     from dataclasses import asdict
 
+    show = _shown_on(out)
     hits = await engine.store.search(" ".join(args.query), limit=args.limit)
     if args.json:
-        out.write(json.dumps([asdict(h) for h in hits], ensure_ascii=False, indent=2) + "\n")
+        out.write(show(json.dumps([asdict(h) for h in hits], ensure_ascii=False, indent=2)) + "\n")
         return EXIT_OK
     for h in hits:
         title = h.session_title or "New chat"
-        out.write(f"{h.session_id:>6}:{h.message_id:<6} {title[:30]:<30}  {' '.join(h.snippet.split())}\n")
+        out.write(show(f"{h.session_id:>6}:{h.message_id:<6} {title[:30]:<30}  {' '.join(h.snippet.split())}") + "\n")
     return EXIT_OK if hits else EXIT_FAILED

@@ -3,11 +3,13 @@
 Async-native: ``aget_messages``, ``aadd_messages`` and ``aclear`` do the SQLite work on the event loop through
 aiosqlite, with no thread hop. The sync methods refuse with a clear message, because the store's connection
 belongs to an event loop. A session is named by an outside string key (or our own integer id); appends go
-under the session's newest message, so two writers at once make branches and lose nothing.
+under the session's newest message, so two writers at once make branches and lose nothing. Only human and AI
+messages are kept: a turn's system and tool messages are skipped with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -15,6 +17,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from core.models import Role, Status
 from core.store import Store
+
+log = logging.getLogger(__name__)
 
 _SYNC_REFUSAL = "SQLiteChatMessageHistory is async-only: use ainvoke/astream (or the a* methods)."
 
@@ -50,9 +54,15 @@ class SQLiteChatMessageHistory(BaseChatMessageHistory):
         session_id = await self._resolve()
         rows: list[tuple[Role, str]] = []
         for message in messages:
-            if message.type not in ("human", "ai"):
-                raise ValueError(f"chat-tui stores human and ai messages, not {message.type!r}")
-            rows.append((Role.USER if message.type == "human" else Role.ASSISTANT, message.text))
+            # isinstance, not ``type``: a streamed reply comes as an AIMessageChunk, whose type is "AIMessageChunk".
+            if isinstance(message, HumanMessage | AIMessage):
+                rows.append((Role.USER if isinstance(message, HumanMessage) else Role.ASSISTANT, message.text))
+            else:
+                # Skipped, not refused: RunnableWithMessageHistory saves a turn's input and reply in one call from a
+                # callback that only logs errors, so refusing a system message there would lose the whole turn.
+                log.warning("chat-tui history keeps human and ai messages; skipped a %s message", message.type)
+        if not rows:
+            return
         await self.store.add_messages(session_id, await self.store.latest_leaf(session_id), rows)
 
     async def aclear(self) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -16,14 +19,21 @@ import pytest
 
 from core.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, build_parser, run_command
 from core.server import LocalServer, ServerOptions
-from core.store import APPLICATION_ID, SCHEMA_VERSION
-from tests.helpers import ROOT, child_env, pieces_for, query, reply_for, sha256
+from core.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from tests.helpers import CHILD, ROOT, child_env, pieces_for, query, reply_for, sha256
 
 Cli = Callable[..., tuple[int, str, str]]
 
 
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
+class Terminal(io.StringIO):
+    """Standard output as a terminal, where model text must never reach the screen as escape sequences."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run(*argv: str, out: io.StringIO | None = None) -> tuple[int, str, str]:
+    out, err = out or io.StringIO(), io.StringIO()
     code = run_command(build_parser().parse_args(argv), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
@@ -38,7 +48,7 @@ def cli(tmp_path: Path, db: Path, server: LocalServer, clean_env: None) -> Cli:
     """``cli("ask", "hi")``: the command with --db, --config and --base-url pointing into the test."""
     server.options.tokens = 20
     common = ["--db", str(db), "--config", str(tmp_path / "none.toml"), "--base-url", server.url, "-m", "demo-fast"]
-    return lambda command, *rest: run(command, *common, *rest)
+    return lambda command, *rest, **kwargs: run(command, *common, *rest, **kwargs)
 
 
 def messages(db: Path) -> list[tuple[int, int, int | None, str, str, str]]:
@@ -147,6 +157,81 @@ def test_a_failure_is_one_line_on_stderr(cli: Cli, db: Path) -> None:
     assert err == "chat-tui: The connection dropped mid-reply; the partial reply was kept.\n"
 
 
+ESCAPES = "\x1b]0;PWNED\x07\x1b[2J\x9b31m"
+"""A window title, a screen clear and a C1 CSI (which JSON leaves as it is): none may reach a terminal."""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["list", "--json"], ["search", "sure"], ["search", "sure", "--json"], ["export", "1"], ["show", "1"]],
+)
+def test_model_text_reaches_a_terminal_inert(cli: Cli, command: list[str]) -> None:
+    assert cli("ask", f"sure {ESCAPES} red")[0] == EXIT_OK  # the title, the prompt and the echoed reply
+    code, out, _ = cli(*command, out=Terminal())
+    assert code == EXIT_OK and "sure" in out
+    assert not {"\x1b", "\x07", "\x9b"} & set(out)
+
+    if command != ["list"]:  # the table shows display titles, inert everywhere
+        code, piped, _ = cli(*command)  # a pipe or a file gets the text as it is
+        assert code == EXIT_OK and "\x9b" in piped
+
+
+@pytest.mark.parametrize("source", ["argv", "lenient stdin", "strict stdin"])
+def test_a_prompt_that_is_not_utf8_fails_in_one_line(
+    cli: Cli, db: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    # Python hands undecodable bytes over as lone surrogates (argv, a surrogateescape stdin), or fails the read.
+    if source == "lenient stdin":
+        monkeypatch.setattr("sys.stdin", io.StringIO("caf\udce9"))
+    elif source == "strict stdin":
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9"), encoding="utf-8"))
+    code, out, err = cli("ask", "caf\udce9" if source == "argv" else "-")
+    assert (code, out, err) == (EXIT_FAILED, "", "chat-tui: the prompt is not valid UTF-8.\n")
+    assert query(db, "SELECT count(*) FROM sessions") == [(0,)]
+
+
+@pytest.mark.parametrize("where", ["missing/out.md", "."])
+def test_an_export_that_cannot_be_written_fails_in_one_line(cli: Cli, tmp_path: Path, where: str) -> None:
+    cli("ask", "hello")
+    target = tmp_path / where
+    code, out, err = cli("export", "1", "-o", str(target))
+    assert (code, out) == (EXIT_FAILED, "")
+    assert err.startswith(f"chat-tui: Cannot write {target}: ") and err.count("\n") == 1
+
+
+def test_a_failed_ask_leaves_no_empty_session(tmp_path: Path, db: Path, clean_env: None) -> None:
+    # The default profile talks to api.openai.com and there is no key: nothing is sent, and nothing is saved.
+    code, out, err = run("ask", "--db", str(db), "--config", str(tmp_path / "none.toml"), "hello")
+    assert (code, out) == (EXIT_FAILED, "")
+    assert err.startswith("chat-tui: No API key for profile 'default'") and err.count("\n") == 1
+    assert query(db, "SELECT count(*) FROM sessions") == [(0,)]
+
+
+@pytest.mark.parametrize("pick", [["-c"], ["--session", "1"]])
+def test_a_turn_beside_a_reply_still_streaming_becomes_a_branch(
+    cli: Cli, db: Path, server: LocalServer, pick: list[str]
+) -> None:
+    assert cli("ask", "first")[0] == EXIT_OK
+
+    async def another_process_starts_a_turn() -> int:
+        # Its reply stays 'streaming' with this (live) process as its writer, like another chat-tui's mid-stream.
+        async with await Store.open(db) as store:
+            user, _ = await store.start_turn(1, 2, "theirs", "demo-fast")
+        return user.id
+
+    theirs = asyncio.run(another_process_starts_a_turn())
+    assert cli("ask", *pick, "mine")[0] == EXIT_OK
+
+    parents = {content: parent for _, _, parent, _, content, _ in messages(db)}
+    assert parents["mine"] == parents["theirs"] == 2  # siblings under the first reply
+    assert [(m["role"], m["content"]) for m in server.requests[-1].messages] == [
+        ("user", "first"),
+        ("assistant", reply_for("first", 20)),
+        ("user", "mine"),
+    ]
+    assert query(db, "SELECT status FROM messages WHERE parent_id = ?", (theirs,)) == [("streaming",)]
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args(["--version"])
@@ -175,9 +260,22 @@ def _foreign(path: Path) -> None:
         db.commit()
 
 
+def _foreign_versioned(path: Path) -> None:
+    # Many programs (Firefox among them) number their schema in user_version: that alone does not make it ours.
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE moz_places (id INTEGER PRIMARY KEY)")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 72}")
+        db.commit()
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
-    [(_not_sqlite, "is not a SQLite database"), (_newer, "newer chat-tui"), (_foreign, "of another program")],
+    [
+        (_not_sqlite, "is not a SQLite database"),
+        (_newer, "newer chat-tui"),
+        (_foreign, "of another program"),
+        (_foreign_versioned, "of another program"),
+    ],
 )
 @pytest.mark.parametrize("command", [["list"], ["ask", "hello"]])
 def test_a_file_that_is_not_ours_fails_in_one_line(
@@ -191,6 +289,50 @@ def test_a_file_that_is_not_ours_fails_in_one_line(
     assert err.count("\n") == 1 and err.endswith("\n")
     assert sha256(db) == before
     assert server.requests == []
+
+
+def _under_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "notes.txt").write_text("not a directory\n")
+    return tmp_path / "notes.txt" / "history.db"
+
+
+def _a_directory(tmp_path: Path) -> Path:
+    (tmp_path / "folder").mkdir()
+    return tmp_path / "folder"
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (_under_a_file, "Cannot create the database"),
+        (lambda _: Path("/proc/chat-tui-test.db"), "Cannot create the database"),
+        (_a_directory, "Cannot open the database"),
+    ],
+)
+def test_a_db_path_that_cannot_hold_a_database_fails_in_one_line(
+    tmp_path: Path, make: Callable[[Path], Path], words: str
+) -> None:
+    # In a process of its own, several times: a failed connection's thread used to outlive the event loop and
+    # dump "Event loop is closed" after the message, now and then.
+    if not Path("/proc/self").exists():
+        pytest.skip("needs Linux's /proc")
+    db = make(tmp_path)
+    done = _run_python(
+        "-c",
+        "import sys\nfrom core.cli import build_parser, run_command\n"
+        "codes = {run_command(build_parser().parse_args(sys.argv[1:])) for _ in range(5)}\n"
+        "sys.exit(codes.pop() if len(codes) == 1 else 99)",
+        "list",
+        "--db",
+        str(db),
+        "--config",
+        str(tmp_path / "none.toml"),
+    )
+    assert done.returncode == EXIT_FAILED
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 5 and len(set(lines)) == 1, done.stderr
+    assert lines[0].startswith(f"chat-tui: {words} {db}: ")
 
 
 # -- the API key ---------------------------------------------------------------------------------------------------
@@ -251,24 +393,89 @@ def test_ctrl_c_during_ask_saves_the_partial_reply_and_exits_130(tmp_path: Path,
         env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,  # unbuffered bytes: communicate() reads the pipe itself, past anything a buffer had taken
     )
     try:
         assert process.stdout is not None
-        head = process.stdout.read(40)  # the reply has begun streaming to stdout
+        head = b""
+        while len(head) < 40:  # the reply has begun streaming to stdout
+            chunk = process.stdout.read(40 - len(head))
+            assert chunk, "ask ended before 40 bytes of its reply"
+            head += chunk
         process.send_signal(signal.SIGINT)
-        rest, err = process.communicate(timeout=20)
+        rest_bytes, err_bytes = process.communicate(timeout=20)
     finally:
         process.kill()
         process.wait()
+    shown, err = (head + rest_bytes).decode(), err_bytes.decode()
 
     assert process.returncode == EXIT_INTERRUPTED, err
     assert err.strip().endswith("chat-tui: interrupted; the partial reply was saved.")
     assert "Traceback" not in err
     (_, _, _, _, content, status) = messages(db)[-1]
     assert status == "interrupted"
-    assert content.startswith(head + rest) and len(head) == 40
+    assert content.startswith(shown) and len(shown) >= 40
     assert reply_for(prompt, 400).startswith(content) and content != reply_for(prompt, 400)
+
+
+def test_a_reader_gone_away_ends_ask_quietly_and_the_reply_is_saved(
+    tmp_path: Path, db: Path, server: LocalServer
+) -> None:
+    # ``chat-tui ask ... | head -1``: the pipe closes while the reply streams.
+    prompt = "hi [[tokens=300 tps=100]]"
+    command = ["ask", "--db", str(db), "--config", str(tmp_path / "none.toml"), "--base-url", server.url, prompt]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tui", *command],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        head = process.stdout.read(10)
+        process.stdout.close()
+        err = process.stderr.read()
+        process.wait(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+
+    assert head and (process.returncode, err) == (EXIT_FAILED, "")
+    assert [row[5] for row in messages(db)] == ["complete", "interrupted"]
+
+
+def test_a_writer_killed_but_not_yet_reaped_counts_as_gone(cli: Cli, db: Path, server: LocalServer) -> None:
+    # A zombie: killed, but its parent (a supervisor, a shell, here this test) has not waited for it yet.
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs Linux's /proc")
+    prompt = "a long answer please [[tps=40 tokens=400]]"
+    process = subprocess.Popen(
+        [sys.executable, str(CHILD), "stream", str(db), server.url, prompt],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        reply_id = int(process.stdout.readline().split()[1])
+        os.kill(process.pid, signal.SIGKILL)  # not process.kill(): that may reap it
+        stat = Path(f"/proc/{process.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not die"
+            time.sleep(0.01)
+        assert cli("list")[0] == EXIT_OK  # opening the database ends replies whose writer is gone
+        status = query(db, "SELECT status FROM messages WHERE id = ?", (reply_id,))
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    assert status == [("interrupted",)]
 
 
 def _run_python(*args: str) -> subprocess.CompletedProcess[str]:

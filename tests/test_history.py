@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import openai
 import pytest
 from langchain_core._api import LangChainDeprecationWarning
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from langchain_openai import ChatOpenAI
@@ -99,10 +100,42 @@ async def test_failed_replies_are_left_out_of_the_history(store: Store) -> None:
     assert await history.aget_messages() == [HumanMessage("first"), AIMessage("answer"), HumanMessage("second")]
 
 
-async def test_the_history_refuses_what_it_cannot_keep(store: Store) -> None:
+async def test_a_turn_sent_with_a_system_message_is_kept(
+    store: Store, server: LocalServer, llm: ChatOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Messages in, a message out: the history is saved with the system message, from a callback that only logs
+    # errors. Refusing the system message lost the question and the answer, and the model had answered.
+    server.options.tokens = 8
+    with pytest.warns(LangChainDeprecationWarning, match="RunnableWithMessageHistory is deprecated"):
+        chain = RunnableWithMessageHistory(llm, lambda session_id: SQLiteChatMessageHistory(store, session_id))
+    config = {"configurable": {"session_id": "with a system prompt"}}
+
+    with caplog.at_level(logging.WARNING, logger="core.history"):
+        first = await chain.ainvoke([SystemMessage("Be brief."), HumanMessage("what is WAL?")], config=config)
+        async for _ in chain.astream([HumanMessage("and FTS?")], config=config):  # the reply comes in chunks
+            pass
+
+    assert first.content == reply_text("what is WAL?", 8)
+    assert await SQLiteChatMessageHistory(store, "with a system prompt").aget_messages() == [
+        HumanMessage("what is WAL?"),
+        AIMessage(reply_text("what is WAL?", 8)),
+        HumanMessage("and FTS?"),
+        AIMessage(reply_text("and FTS?", 8)),
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        "chat-tui history keeps human and ai messages; skipped a system message"
+    ]
+
+
+async def test_the_history_skips_what_it_cannot_keep_and_refuses_sync_use(store: Store) -> None:
     history = SQLiteChatMessageHistory(store, "strict")
-    with pytest.raises(ValueError, match="system"):
-        await history.aadd_messages([SystemMessage("not a turn")])
+    await history.aadd_messages([SystemMessage("not a turn")])
+    assert await history.aget_messages() == []
+    await history.aadd_messages(
+        [HumanMessage("weather?"), ToolMessage("sunny", tool_call_id="call-1"), AIMessage("It is sunny.")]
+    )
+    assert await history.aget_messages() == [HumanMessage("weather?"), AIMessage("It is sunny.")]
+    await history.aclear()
     with pytest.raises(NotImplementedError, match="async-only"):
         _ = history.messages
     with pytest.raises(NotImplementedError, match="async-only"):
