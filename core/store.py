@@ -189,7 +189,13 @@ def writer_alive(token: str | None) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    return not ticks or _process_start_ticks(pid) in ("", ticks)
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc to ask: the pid exists, so assume it is the writer
+    if fields[0] in ("Z", "X"):
+        return False  # killed but not yet reaped by its parent: it will never write again
+    return not ticks or fields[19] == ticks
 
 
 def _message(row: Iterable[Any]) -> Message:
@@ -272,7 +278,10 @@ class Store:
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, clock: Callable[[], str] = utc_now) -> Store:
         path = Path(path).expanduser()
-        _create_private_file(path)
+        try:
+            _create_private_file(path)
+        except OSError as exc:  # a parent that is a file, a directory we may not write, /proc
+            raise StoreError(f"Cannot create the database {path}: {exc.strerror} ({exc.filename}).") from exc
         writer = await _connect(path)
         reader: aiosqlite.Connection | None = None
         try:
@@ -680,9 +689,13 @@ def _create_private_file(path: Path) -> None:
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
+    db = aiosqlite.connect(path, isolation_level=None)
     try:
-        db = await aiosqlite.connect(path, isolation_level=None)
+        await db
     except sqlite3.Error as exc:
+        # The failed connection's thread still has to report its stop to this event loop: wait for it, or it
+        # finds the loop closed and dumps "Event loop is closed" after our one-line message.
+        await asyncio.to_thread(db._thread.join)
         raise StoreError(f"Cannot open the database {path}: {exc}") from exc
     try:
         await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -694,8 +707,11 @@ async def _connect(path: Path) -> aiosqlite.Connection:
 
 async def _check_and_migrate(db: aiosqlite.Connection, path: Path) -> None:
     """Refuse foreign, damaged or newer files before anything writes to them; then migrate forward."""
-    with path.open("rb") as fh:
-        header = fh.read(len(SQLITE_HEADER))
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"Cannot read the database {path}: {exc.strerror}.") from exc
     if header and header != SQLITE_HEADER:
         raise DatabaseCorrupt(f"{path} is not a SQLite database; chat-tui left it untouched.")
     try:
@@ -708,13 +724,15 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path) -> None:
                 tables = {r[0] for r in await cursor.fetchall()}
         finally:
             await db.execute("COMMIT")
+        # Whose file it is comes first: many programs number their schema in user_version too. Ours sets the
+        # application id in the same transaction as the version, so a versioned file without it is not ours.
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and (tables or version)):
+            raise DatabaseCorrupt(f"{path} is a SQLite database of another program; chat-tui left it untouched.")
         if version > SCHEMA_VERSION:
             raise DatabaseTooNew(
                 f"{path} was written by a newer chat-tui (schema {version}; this one knows {SCHEMA_VERSION}). "
                 "Upgrade chat-tui to open it; the file was left untouched."
             )
-        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
-            raise DatabaseCorrupt(f"{path} is a SQLite database of another program; chat-tui left it untouched.")
         await _enable_wal(db)
         await db.execute("PRAGMA synchronous = NORMAL")
         if version < SCHEMA_VERSION:
