@@ -67,6 +67,9 @@ class ServerOptions:
     """Drop the TCP connection after this many content chunks: no terminating chunk, no finish, no [DONE]."""
     malformed_after: int | None = None
     """Send one non-JSON `data:` line after this many content chunks, then end the body without [DONE]."""
+    unfinished_after: int | None = None
+    """End the stream cleanly with [DONE] after this many content chunks, but with no chunk giving a finish_reason
+    (as a proxy that drops the end of a reply does); a non-streamed reply has those chunks and no finish_reason."""
     api_key: str | None = None
     """When set, requests without `Authorization: Bearer <api_key>` get 401."""
     sample: bool = False
@@ -105,6 +108,7 @@ _DIRECTIVE_FIELDS: dict[str, tuple[str, bool]] = {
     "stall_after": (_INT, False),
     "cut_after": (_INT, True),
     "malformed_after": (_INT, True),
+    "unfinished_after": (_INT, True),
 }
 
 
@@ -560,6 +564,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
             return
+        finish_reason: str | None = "stop"
+        if options.unfinished_after is not None:
+            pieces, finish_reason = pieces[: options.unfinished_after], None
         message = {"role": "assistant", "content": "".join(pieces), "refusal": None}
         self._send_json(
             200,
@@ -569,7 +576,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "created": int(time.time()),
                 "model": model,
                 "system_fingerprint": None,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
                 "usage": usage,
             },
         )
@@ -623,6 +630,10 @@ class _Handler(BaseHTTPRequestHandler):
             if options.malformed_after is not None and sent == min(options.malformed_after, len(pieces)):
                 pending += _sse("{not json")
                 pending += b"0\r\n\r\n"
+                flush()
+                return
+            if options.unfinished_after is not None and sent == min(options.unfinished_after, len(pieces)):
+                pending += _sse("[DONE]") + b"0\r\n\r\n"
                 flush()
                 return
             if sent == len(pieces):
@@ -779,6 +790,7 @@ def _parse_args(argv: list[str] | None) -> tuple[int, ServerOptions]:
     parser.add_argument("--stall-after", type=int, default=0, help="... after this many content chunks")
     parser.add_argument("--cut-after", type=_optional(int), help="drop the connection after N content chunks")
     parser.add_argument("--malformed-after", type=_optional(int), help="send a non-JSON line after N chunks")
+    parser.add_argument("--unfinished-after", type=_optional(int), help="[DONE] after N chunks, no finish_reason")
     parser.add_argument("--api-key", help="require `Authorization: Bearer <key>`")
     parser.add_argument("--sample", action="store_true", help="answer a conversation asked again with another reply")
     args = parser.parse_args(argv)

@@ -61,11 +61,14 @@ async def test_two_sends_from_one_parent_become_two_whole_branches(engine: ChatE
     root_turn = await engine.send(session.id, "where do we start [[tokens=10]]", parent_id=None)
     root = await root_turn.wait()
 
-    left, right = await asyncio.gather(
-        engine.send(session.id, "go left [[tps=100 tokens=30]]", parent_id=root.id),
-        engine.send(session.id, "go right [[tps=100 tokens=30]]", parent_id=root.id),
-    )
+    # The second send starts while the first reply streams, so the newest leaf is then the left reply, not root.
+    left = await engine.send(session.id, "go left [[tps=100 tokens=30]]", parent_id=root.id)
+    left_events = aiter(left)
+    while not isinstance(await anext(left_events), ReplyDelta):
+        pass
+    right = await engine.send(session.id, "go right [[tps=100 tokens=30]]", parent_id=root.id)
     left_reply, right_reply = await asyncio.gather(left.wait(), right.wait())
+    await left_events.aclose()
 
     assert left.user is not None and right.user is not None
     assert left.user.parent_id == right.user.parent_id == root.id

@@ -123,6 +123,17 @@ async def test_the_request_holds_exactly_the_branch_and_the_system_prompt(
     ]
 
 
+async def test_a_failed_reply_is_left_out_of_the_next_request(engine: ChatEngine, server: LocalServer) -> None:
+    session = await engine.store.create_session()
+    prompt = "break off [[cut_after=5]]"
+    failed = await (await engine.send(session.id, prompt, parent_id=None)).wait()
+    assert failed.status is Status.ERROR and failed.content == "".join(pieces_for(prompt)[:5])
+
+    await complete_turn(engine, session.id, "try again [[tokens=8]]", failed.id)
+    # The partial text of a reply that failed is not the model's answer: the next request skips it.
+    assert sent(server) == [("user", prompt), ("user", "try again [[tokens=8]]")]
+
+
 async def test_a_session_without_system_prompt_sends_none(engine: ChatEngine, server: LocalServer) -> None:
     session = await engine.store.create_session()
     await complete_turn(engine, session.id, "plain [[tokens=8]]", None)
@@ -187,14 +198,40 @@ async def test_a_missing_key_fails_before_anything_is_saved(
     assert server.requests == []
 
 
+async def test_the_user_message_and_the_empty_reply_are_committed_before_the_request(
+    engine: ChatEngine, server: LocalServer
+) -> None:
+    session = await engine.store.create_session()
+    prompt = "keep me even if the server hangs [[stall=10]]"
+    turn = await engine.send(session.id, prompt, parent_id=None)
+    await wait_for_requests(server, 1)
+
+    assert turn.user is not None
+    # Another program's view of the file while the request is in flight: both rows are already there.
+    rows = query(
+        engine.settings.db_path,
+        "SELECT id, parent_id, role, status, content FROM messages WHERE session_id = ? ORDER BY id",
+        (session.id,),
+    )
+    assert rows == [
+        (turn.user.id, None, "user", "complete", prompt),
+        (turn.reply.id, turn.user.id, "assistant", "streaming", ""),
+    ]
+    turn.cancel()
+    assert (await turn.wait()).status is Status.INTERRUPTED
+
+
 async def test_flushes_are_bounded_and_visible_while_streaming(engine: ChatEngine) -> None:
     session = await engine.store.create_session()
+    first = await complete_turn(engine, session.id, "warm up", None)  # the model client is built: streams at once
     before = engine.store.write_transactions
     started = time.monotonic()
-    turn = await engine.send(session.id, "a two-second reply [[tps=50 tokens=100]]", parent_id=None)
+    turn = await engine.send(session.id, "a two-second reply [[tps=50 tokens=100]]", parent_id=first.id)
 
-    await asyncio.sleep(1.2)
-    midway = await engine.store.get_message(turn.reply.id)  # through the reader connection: committed rows only
+    midway = turn.reply
+    while not midway.content and not turn.done:  # the first flush is due 0.5 s in, the reply ends 2 s in
+        await asyncio.sleep(0.05)
+        midway = await engine.store.get_message(turn.reply.id)  # through the reader connection: committed rows only
     reply = await turn.wait()
     elapsed = time.monotonic() - started
 
@@ -512,13 +549,20 @@ FAULTS = [
     pytest.param("[[status=500]]", "demo", ServerFailed, "failed (500)", 0, id="500"),
     pytest.param("[[cut_after=5]]", "demo", StreamBroken, "connection dropped mid-reply", 5, id="cut"),
     pytest.param("[[malformed_after=5]]", "demo", StreamBroken, "malformed reply", 5, id="malformed"),
+    pytest.param("[[unfinished_after=5]]", "demo", StreamBroken, "before the server finished it", 5, id="no-finish"),
     pytest.param("[[stall=5 stall_after=5]]", "demo", TimedOut, "No answer from", 5, id="stall"),
 ]
 
 
 @pytest.mark.parametrize(("directive", "model", "error_class", "words", "kept"), FAULTS)
 async def test_each_fault_is_saved_as_an_error_while_a_healthy_session_streams_on(
-    settings: Settings, directive: str, model: str, error_class: type[Exception], words: str, kept: int
+    settings: Settings,
+    server: LocalServer,
+    directive: str,
+    model: str,
+    error_class: type[Exception],
+    words: str,
+    kept: int,
 ) -> None:
     faulty = demo_variant(settings, "faulty", model=model, timeout=1.0)
     async with ChatEngine.open(faulty) as engine:
@@ -545,6 +589,8 @@ async def test_each_fault_is_saved_as_an_error_while_a_healthy_session_streams_o
         assert healthy_end.message.status is Status.COMPLETE
         assert healthy_text == healthy_end.message.content == reply_for(healthy_prompt, 60)
         assert (await engine.store.get_message(healthy.reply.id)).content == reply_for(healthy_prompt, 60)
+    # One request each: a client retrying behind the user's back would send the prompt again.
+    assert sorted(r.prompt for r in server.requests) == ["healthy", "unlucky"]
 
 
 async def test_a_server_that_is_not_there_is_a_connection_failure(settings: Settings) -> None:

@@ -342,6 +342,24 @@ def test_malformed_chunk_ends_the_body_cleanly_without_done(server: LocalServer)
     assert len(events) == 1 + 2 + 2  # role chunk, 2 content chunks, the bad line, and the final empty split
 
 
+@pytest.mark.parametrize("after", [2, 99])  # 99: past the end, the whole reply and still no finish
+def test_unfinished_stream_ends_cleanly_without_a_finish_reason(server: LocalServer, after: int) -> None:
+    prompt = f"trail off [[tokens=5 unfinished_after={after}]]"
+    body = {"model": "demo", "messages": user(prompt), "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.Client(base_url=server.url) as http:
+        streamed = http.post("/chat/completions", json=body)
+        plain = http.post("/chat/completions", json={"model": "demo", "messages": user(prompt)}).json()
+
+    events = streamed.text.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+    kept = reply_tokens("trail off", 5)[:after]
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * (1 + len(kept))  # and no usage chunk
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["", *kept]
+    assert plain["choices"][0]["finish_reason"] is None
+    assert plain["choices"][0]["message"]["content"] == "".join(kept)
+
+
 async def test_tps_paces_the_stream(client: openai.AsyncOpenAI) -> None:
     arrivals: list[float] = []
     start = time.monotonic()
