@@ -325,16 +325,37 @@ async def test_switching_tabs_mid_response_keeps_each_reply_in_its_own_tab_and_s
 
         # Back and forth while they stream, typing a draft in each prompt on the way.
         drafts = {tab: "" for tab in tabs}
+        expected = {tab: expected_reply(prompt) for tab, prompt in zip(tabs, prompts, strict=True)}
+        grown_while_hidden = 0
+
+        def streamed(tab: ChatTab) -> str:
+            return last_reply(tab).message.content
+
+        def each_shows_its_own_reply_so_far() -> None:
+            # Before a reply ends, what a tab shows is what its stream handed it (the saved row replaces it after).
+            for tab in tabs:
+                assert expected[tab].startswith(streamed(tab)), f"tab {tabs.index(tab)} shows {streamed(tab)!r}"
 
         async def switch(key: str, index: int) -> None:
+            nonlocal grown_while_hidden
             tab = tabs[index]
             await press(pilot, key)
             await until(
                 pilot, lambda: app.active_tab is tab and app.focused is prompt_input(tab), f"{key} to tab {index}"
             )
+            each_shows_its_own_reply_so_far()
             drafts[tab] += key[-1]
             await press(pilot, key[-1])
             await until(pilot, lambda: prompt_input(tab).text == drafts[tab], f"typing in tab {index}")
+            # The hidden tabs go on taking in their own replies.
+            hidden = {other: len(streamed(other)) for other in tabs if other is not tab and other.streaming}
+            await until(
+                pilot,
+                lambda: all(len(streamed(t)) > n or not t.streaming for t, n in hidden.items()),
+                f"the replies hidden behind tab {index} to grow",
+            )
+            grown_while_hidden += sum(len(streamed(t)) > n for t, n in hidden.items())
+            each_shows_its_own_reply_so_far()
 
         await switch("alt+1", 0)
         await switch("alt+2", 1)
@@ -345,6 +366,7 @@ async def test_switching_tabs_mid_response_keeps_each_reply_in_its_own_tab_and_s
         await switch("alt+3", 2)
         await switch("alt+1", 0)
         assert any(tab.streaming for tab in tabs), "the switching should happen mid-response"
+        assert grown_while_hidden >= 8, "hidden replies should have been seen growing"
 
         await until(pilot, lambda: all(settled(tab) for tab in tabs), "all three replies")
         for tab, prompt in zip(tabs, prompts, strict=True):
@@ -449,7 +471,7 @@ async def test_escape_stops_the_reply_keeps_the_partial_text_and_the_next_send_w
 
 
 async def test_regenerate_and_edit_make_branches_and_left_right_switch_between_them(
-    settings: Settings, server: LocalServer
+    settings: Settings, server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     question = "What is a branch?"
     app = ChatApp(settings)
@@ -508,22 +530,46 @@ async def test_regenerate_and_edit_make_branches_and_left_right_switch_between_t
             (second.id, 2, 2),
         ]
         assert view.selected_id == user.id
-        await pilot.press("left")  # there is nothing before the first version
-        await pilot.pause()
-        assert entries(tab)[0].message.id == user.id
         await pilot.press("right")
         await until(pilot, lambda: entries(tab)[0].message.id == edited_user.id, "the second branch")
         assert entries(tab)[1].message.content == expected_reply(edited)
-
-        # ← on the reply (of the first branch) shows the other reply.
         await pilot.press("left")
-        await until(pilot, lambda: entries(tab)[0].message.id == user.id)
+        await until(pilot, lambda: entries(tab)[0].message.id == user.id, "the first branch again")
+
+        # Nothing comes before the first version: not from ←, nor from a request the list did not bound-check.
+        # Both are handled before the ← on the reply that follows them, which is the one load recorded.
+        loads: list[int | None] = []
+        load = tab.load
+
+        async def recording_load(session_id: int, leaf_id: int | None = None, *, select: int | None = None) -> None:
+            loads.append(select)
+            await load(session_id, leaf_id, select=select)
+
+        monkeypatch.setattr(tab, "load", recording_load)
+        await pilot.press("left")
+        view.post_message(MessageList.SiblingRequested(view, user.id, -1))
+        # ← on the reply (of the first branch) shows the other reply.
         view.selected_id = second.id
         await pilot.press("left")
-        await until(pilot, lambda: entries(tab)[1].message.id == first.id, "the first reply")
-        assert (entries(tab)[1].sibling_index, entries(tab)[1].sibling_count) == (1, 2)
+        await until(pilot, lambda: loads == [first.id] and entries(tab)[1].message.id == first.id, "the first reply")
+        assert [(e.message.id, e.sibling_index, e.sibling_count) for e in entries(tab)] == [
+            (user.id, 1, 2),
+            (first.id, 1, 2),
+        ]
         assert view.selected_id == first.id
         await until(pilot, lambda: "Assistant · demo  ‹ 1/2 ›" in screen_text(app), "the other reply's mark")
+
+        # A prompt sent now follows the branch on screen, not the newest message of the session.
+        follow_up = "And on this first branch?"
+        prompt_input(tab).focus()
+        await until(pilot, lambda: app.focused is prompt_input(tab), "the prompt")
+        await send_and_wait(pilot, follow_up)
+        assert tab.session_id is not None
+        rows = {row[0]: row for row in session_messages(tmp_path / "h.db", tab.session_id)}
+        asked = entries(tab)[-2].message
+        assert (asked.content, rows[asked.id][1]) == (follow_up, first.id)
+        assert [m["content"] for m in server.requests[-1].messages] == [question, expected_reply(question), follow_up]
+        assert [e.message.id for e in entries(tab)[:2]] == [user.id, first.id]
 
 
 # -- failures ---------------------------------------------------------------------------------------------------
@@ -788,6 +834,40 @@ async def test_the_open_tabs_come_back_at_the_next_start(settings: Settings) -> 
         assert [[e.message.content for e in entries(tab)] for tab in again.tabs] == contents
         assert again.active_tab is again.tabs[1]
         assert [label(again, tab) for tab in again.tabs] == ["First chat", "Chat [b]two[/b]"]
+
+
+async def test_scrolling_to_the_top_loads_earlier_messages_down_to_the_first(settings: Settings) -> None:
+    """A session opens on its newest page of messages; Home at the top of the list brings in the earlier ones."""
+    texts = [f"Message number {n:03d}" for n in range(250)]
+    async with ChatEngine.open(settings) as engine:
+        session = await engine.store.create_session("A long one")
+        roles = [Role.USER, Role.ASSISTANT]
+        await engine.store.add_messages(session.id, None, [(roles[n % 2], text) for n, text in enumerate(texts)])
+        await engine.store.set_state(OPEN_TABS_STATE, {"sessions": [session.id], "active": 0})
+
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.tabs[0]
+        view = message_list(tab)
+        await until(pilot, lambda: tab.session_id == session.id and view.entries, "the restored session")
+        page = len(view.entries)
+        assert page < len(texts)  # a page, not all of it
+        view.scroll_home(animate=False)  # as with the wheel or the scrollbar
+        await until(pilot, lambda: len(view.entries) > page, "the page before")
+        # Then Home, from the messages, until the first one is in.
+        await press(pilot, "shift+tab")
+        await until(pilot, lambda: app.focused is view, "the messages")
+        for _ in range(len(texts) // 50):
+            if view.entries[0].message.content == texts[0]:
+                break
+            loaded = len(view.entries)
+            await press(pilot, "home")
+            await until(pilot, lambda n=loaded: len(view.entries) > n, "earlier messages")
+        assert [e.message.content for e in view.entries] == texts  # each once, in order
+        await press(pilot, "home")
+        await until(pilot, lambda: texts[0] in screen_text(app), "the first message")
+        assert view.selected_id == view.entries[0].message.id
 
 
 async def saved_draft(pilot: Pilot[Any], session_id: int | None) -> str:
@@ -1130,16 +1210,35 @@ async def test_alt_digit_as_xterm_and_tmux_send_it_goes_to_the_tab_and_types_not
 async def test_keys_remapped_in_the_config_work_and_an_unknown_id_is_reported(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = {"app.new_tab": "ctrl+n", "app.new_tabz": "ctrl+x"}
+    keys = {"app.new_tab": "ctrl+n", "app.new_tabz": "ctrl+x", "tab.cancel_reply": "f5", "app.help": "ctrl+x,f1"}
     app = ChatApp(replace(settings, keys=keys))
     notices: list[tuple[str, str]] = []
     monkeypatch.setattr(app, "notify", lambda message, severity="information", **_: notices.append((message, severity)))
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         await until(pilot, lambda: notices, "the warning")
-        assert notices == [("config.toml [keys]: no binding has the id app.new_tabz (F1 lists the ids)", "warning")]
+        assert notices == [
+            (
+                "config.toml [keys]: no binding has the id app.new_tabz (F1 lists the ids); ctrl+x (app.help) is "
+                "taken by the prompt (cut) while it has the focus",
+                "warning",
+            )
+        ]
+        # The status line and the palette name the keys as remapped.
+        tab = await send(pilot, f"Stop me {SLOW}")
+        status = tab.query_one(StatusLine)
+        await until(pilot, lambda: "streaming… (f5 stops)" in status.text, f"the stop key in {status.text!r}")
+        assert "Open a new chat tab (^n)" in [c.help for c in app.get_system_commands(app.screen)]
+        await press(pilot, "f5")
+        await until(pilot, lambda: settled(tab), "the reply stopped by the remapped key")
         await press(pilot, "ctrl+n")
         await until(pilot, lambda: len(app.tabs) == 2, "a tab opened by the remapped key")
+        # F1 lists the key as remapped.
+        await press(pilot, "f1")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen.query(DataTable), "the help")
+        table = app.screen.query_one(DataTable)
+        rows = [[str(cell) for cell in table.get_row_at(n)] for n in range(table.row_count)]
+        assert [row for row in rows if row[3] == "app.new_tab"] == [["App", "ctrl+n", "New chat", "app.new_tab"]]
 
 
 async def test_f1_lists_the_key_bindings(settings: Settings) -> None:
@@ -1242,6 +1341,39 @@ async def test_edit_is_refused_before_its_dialog_while_the_tab_streams(settings:
         assert tab.streaming
 
 
+async def test_a_second_send_or_regenerate_in_a_streaming_tab_is_refused_and_keeps_the_text(
+    settings: Settings, server: LocalServer
+) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        earlier = last_reply(await send_and_wait(pilot, "A quick one first")).message
+        tab = await send(pilot, f"Keep streaming {SLOW}")
+        turn = tab.turn
+
+        def refusals() -> int:
+            return sum("still streaming" in n.message for n in app._notifications)
+
+        # Enter with text in the prompt: a warning, and the text stays to send later.
+        prompt_input(tab).insert("Wait, one more thing")
+        await press(pilot, "enter")
+        await until(pilot, lambda: refusals() == 1, "the refusal of the send")
+        assert prompt_input(tab).text == "Wait, one more thing"
+        # r on the earlier, finished reply, from the messages.
+        await press(pilot, "shift+tab")
+        view = message_list(tab)
+        await until(pilot, lambda: app.focused is view, "the messages")
+        view.selected_id = earlier.id
+        await press(pilot, "r")
+        await until(pilot, lambda: refusals() == 2, "the refusal of the regenerate")
+
+        assert tab.turn is turn and tab.streaming
+        assert [e.message.id for e in entries(tab)][:2] == [earlier.parent_id, earlier.id]
+        assert len(entries(tab)) == 4
+        assert prompts_seen(server) == {"A quick one first": 1, "Keep streaming": 1}
+        assert prompt_input(tab).text == "Wait, one more thing"
+
+
 async def test_ctrl_c_over_selected_text_copies_it_and_says_so(settings: Settings) -> None:
     app = ChatApp(settings)
     copied: list[str] = []
@@ -1320,10 +1452,20 @@ async def test_export_writes_the_branch_and_a_failed_write_is_a_notice(
         assert notices == [(f"Exported to {target}", "information")]
 
         target.unlink()
-        target.mkdir()  # the file cannot be written now
+        target.write_text("an earlier export, kept", encoding="utf-8")
         await palette_run(pilot, "export", "Save this branch as Markdown")
-        await until(pilot, lambda: len(notices) == 2, "the notice")
-        assert notices[1] == (f"Could not export to {target}: Is a directory", "error")
+        second = tmp_path / f"chat-{tab.session_id}-2.md"
+        await until(pilot, lambda: len(notices) == 2, "the second export")
+        assert notices[1] == (f"Exported to {second}", "information") and "Export me" in second.read_text("utf-8")
+        assert target.read_text(encoding="utf-8") == "an earlier export, kept"
+
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        monkeypatch.chdir(gone)
+        gone.rmdir()  # the folder cannot be written to now
+        await palette_run(pilot, "export", "Save this branch as Markdown")
+        await until(pilot, lambda: len(notices) == 3, "the notice")
+        assert notices[2] == ("Could not export the chat: No such file or directory", "error")
         assert app.is_running
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from core.engine import ChatEngine
 from core.errors import ChatError
 from core.export import to_markdown
 from core.models import Session
+from tui.keys import with_keys
 from tui.splash import APP_TITLE, COLOURS_STATE, DEMO_SUB_TITLE, HEADER_ICON, rendered_colours
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.footer import SteadyFooter
@@ -273,13 +275,20 @@ class ChatApp(App[None]):
         self.screen.refresh()
 
     def _check_keymap(self) -> None:
-        """Textual ignores a remapping whose id names no binding: a typo in config.toml would go unnoticed."""
-        from tui.screens.help import binding_ids
+        """Say what in config.toml [keys] cannot work: Textual ignores an id that names no binding (a typo went
+        unnoticed), and a key the prompt binds itself never reaches a chat or app binding while you type."""
+        from tui.screens.help import binding_ids, prompt_clashes
 
+        problems = []
         if unknown := sorted(set(self.settings.keys) - binding_ids()):
+            problems.append(f"no binding has the id{'s' * (len(unknown) > 1)} {', '.join(unknown)} (F1 lists the ids)")
+        problems += [
+            f"{key} ({binding_id}) is taken by the prompt ({what}) while it has the focus"
+            for binding_id, key, what in prompt_clashes(self.settings.keys)
+        ]
+        if problems:
             self.notify(
-                f"config.toml [keys]: no binding has the id{'s' * (len(unknown) > 1)} {', '.join(unknown)}"
-                " (F1 lists the ids)",
+                "config.toml [keys]: " + "; ".join(problems),
                 title="Key not remapped",
                 severity="warning",
                 timeout=15,
@@ -442,43 +451,46 @@ class ChatApp(App[None]):
         self.push_screen(HelpScreen(self.settings.keys))
 
     async def action_export(self) -> None:
-        session = await self._session_of_active()
         tab = self.active_tab
-        if session is None or tab is None or self.engine is None or tab.leaf_id is None:
+        if tab is None or tab.leaf_id is None or self.engine is None:  # before a session would be made for it
             self.notify("Nothing to export yet.", severity="warning")
             return
-        messages = await self.engine.store.path(tab.leaf_id)
-        target = Path.cwd() / f"chat-{session.id}.md"
+        session = await self._session_of_active()
+        if session is None:
+            return
+        text = to_markdown(session, await self.engine.store.path(tab.leaf_id))
         try:
             # Off the event loop: a long conversation is megabytes, and the folder may be a slow or network one.
-            await asyncio.to_thread(target.write_text, to_markdown(session, messages), encoding="utf-8")
-        except OSError as error:
-            self.notify(f"Could not export to {target}: {error.strerror or error}", severity="error", markup=False)
+            target = await asyncio.to_thread(_write_new_file, f"chat-{session.id}", text)
+        except OSError as error:  # the folder is gone, read-only, full
+            self.notify(f"Could not export the chat: {error.strerror or error}", severity="error", markup=False)
             return
         self.notify(f"Exported to {target}", markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         # Textual's "Keys" opens its help panel: the focused widget's keys only, beside our F1 list of all of them.
         yield from (command for command in super().get_system_commands(screen) if command.title != "Keys")
-        yield SystemCommand("New chat", "Open a new chat tab (ctrl+t)", self.action_new_tab)
-        yield SystemCommand(
-            "Close tab", "Close this tab (a streaming reply stops; its text is kept)", self.action_close_tab
-        )
-        yield SystemCommand("Next tab", "Go to the next tab", self.action_next_tab)
-        yield SystemCommand("Previous tab", "Go to the previous tab", self.action_previous_tab)
-        yield SystemCommand("Chats", "Browse and search past conversations (ctrl+o)", self.action_sessions)
-        yield SystemCommand("Rename chat", "Rename this conversation (F2)", self.action_rename)
-        yield SystemCommand("Choose model", "Pick the model profile for this chat (F3)", self.action_choose_model)
-        yield SystemCommand("System prompt", "Set this chat's system prompt (F4)", self.action_system_prompt)
-        yield SystemCommand("Export chat", "Save this branch as Markdown in the current folder", self.action_export)
-        yield SystemCommand("Stop reply", "Stop the reply streaming in this tab (Esc)", self._cancel_active)
+        commands = [
+            ("New chat", "Open a new chat tab", "new_tab"),
+            ("Close tab", "Close this tab; a streaming reply stops, its text kept", "close_tab"),
+            ("Next tab", "Go to the next tab", "next_tab"),
+            ("Previous tab", "Go to the previous tab", "previous_tab"),
+            ("Chats", "Browse and search past conversations", "sessions"),
+            ("Rename chat", "Rename this conversation", "rename"),
+            ("Choose model", "Pick the model profile for this chat", "choose_model"),
+            ("System prompt", "Set this chat's system prompt", "system_prompt"),
+            ("Export chat", "Save this branch as Markdown in the current folder", "export"),
+        ]
+        for title, help_text, action in commands:
+            yield SystemCommand(title, with_keys(help_text, self, action), getattr(self, f"action_{action}"))
+        if (tab := self.active_tab) is not None:
+            stop = with_keys("Stop the reply streaming in this tab", tab, "cancel_reply")
+            yield SystemCommand("Stop reply", stop, tab.action_cancel_reply)
         if self.active_tab is not None:
             yield from self.active_tab.palette_commands()
-        yield SystemCommand("Keys", "List every key binding and its id for remapping (F1)", self.action_help)
-
-    def _cancel_active(self) -> None:
-        if self.active_tab is not None:
-            self.active_tab.action_cancel_reply()
+        yield SystemCommand(
+            "Keys", with_keys("List every key binding and its id for remapping", self, "help"), self.action_help
+        )
 
 
 def _cut(text: str, width: int) -> str:
@@ -492,3 +504,18 @@ def _cut(text: str, width: int) -> str:
             break
         kept.append(character)
     return "".join(kept).rstrip() + "…"
+
+
+def _write_new_file(stem: str, text: str) -> Path:
+    """Write ``text`` to ``stem``.md in the current folder, or ``stem``-2.md and on: an earlier export is never
+    overwritten."""
+    folder = Path.cwd()
+    for number in itertools.count(1):
+        target = folder / (f"{stem}.md" if number == 1 else f"{stem}-{number}.md")
+        try:
+            with target.open("x", encoding="utf-8") as file:
+                file.write(text)
+        except FileExistsError:
+            continue
+        return target
+    raise AssertionError("unreachable")

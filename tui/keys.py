@@ -1,4 +1,4 @@
-"""Terminal key input that Textual reads differently from what xterm and tmux mean."""
+"""Keys: terminal input that Textual reads differently from what xterm and tmux mean, and the keys bound now."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from textual import _ansi_sequences
 from textual._xterm_parser import BRACKETED_PASTE_END, BRACKETED_PASTE_START, XTermParser
+from textual.dom import DOMNode
 from textual.message import Message
 
 ESC = "\x1b"
@@ -92,3 +93,22 @@ class PasteSafeParser(XTermParser):
             out.append(without_escapes(joined))
             break
         return "".join(out)
+
+
+def bound_keys(node: DOMNode, action: str) -> list[str]:
+    """The keys that run ``action`` on ``node`` now (as remapped in config.toml), as the Footer shows them."""
+    # Textual applies the app's keymap to a copy of each node's bindings as it dispatches a key; so does this.
+    bindings = node._bindings.copy()
+    bindings.apply_keymap(node.app._keymap)
+    return [
+        node.app.get_key_display(binding)
+        for for_key in bindings.key_to_bindings.values()
+        for binding in for_key
+        if binding.action == action
+    ]
+
+
+def with_keys(text: str, node: DOMNode, action: str) -> str:
+    """``text`` followed by the keys of ``action`` on ``node``, e.g. "Open a new chat tab (^t)", for the palette."""
+    keys = bound_keys(node, action)
+    return f"{text} ({', '.join(keys)})" if keys else text

@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.keys import key_to_character
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Static, TextArea
 
 
 def _binding_owners() -> list[tuple[str, list[Binding]]]:
@@ -39,6 +39,29 @@ def _binding_owners() -> list[tuple[str, list[Binding]]]:
 def binding_ids() -> set[str]:
     """Every id the ``[keys]`` table of the config file may remap."""
     return {binding.id for _where, bindings in _binding_owners() for binding in bindings if binding.id}
+
+
+def prompt_clashes(keymap: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(binding id, key, the prompt's action) for each remapped key of an app or chat tab binding that the prompt
+    binds itself: the focused prompt takes such a key first (ctrl+x is its cut), unless the binding has priority."""
+    from tui.app import ChatApp
+    from tui.widgets.chat_tab import ChatTab
+    from tui.widgets.prompt_input import PromptInput
+
+    prompt = {
+        key.strip(): binding.action
+        for binding in [*TextArea.BINDINGS, *PromptInput.BINDINGS]
+        if isinstance(binding, Binding)
+        for key in binding.key.split(",")
+    }
+    reachable = {b.id for b in [*ChatApp.BINDINGS, *ChatTab.BINDINGS] if isinstance(b, Binding) and not b.priority}
+    return [
+        (binding_id, key.strip(), prompt[key.strip()].replace("_", " "))
+        for binding_id, keys in keymap.items()
+        if binding_id in reachable
+        for key in keys.split(",")
+        if key.strip() in prompt
+    ]
 
 
 def display_keys(keys: str) -> str:

@@ -119,14 +119,14 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("down", "cursor('down')", "Down", show=False, id="sessions.down"),
         Binding("up", "cursor('up')", "Up", show=False, id="sessions.up"),
-        Binding("pagedown", "cursor('page_down')", "Page down", show=False, id="sessions.page-down"),
-        Binding("pageup", "cursor('page_up')", "Page up", show=False, id="sessions.page-up"),
+        Binding("pagedown", "cursor('page_down')", "Page down", show=False, id="sessions.page_down"),
+        Binding("pageup", "cursor('page_up')", "Page up", show=False, id="sessions.page_up"),
         Binding("ctrl+r,f2", "rename", "Rename", id="sessions.rename"),
         # ctrl+a and ctrl+d are also Input keys (home, delete right): priority lets the screen have them.
         Binding("ctrl+a", "archive", "Archive", priority=True, id="sessions.archive"),
         Binding("ctrl+d", "delete", "Delete", priority=True, id="sessions.delete"),
-        Binding("delete", "delete_key", "Delete", show=False, priority=True, id="sessions.delete-key"),
-        Binding("ctrl+o", "toggle_archived", "Archived", id="sessions.toggle-archived"),
+        Binding("delete", "delete_key", "Delete", show=False, priority=True, id="sessions.delete_key"),
+        Binding("ctrl+o", "toggle_archived", "Archived", id="sessions.toggle_archived"),
         Binding("escape", "close", "Close", id="sessions.close"),
     ]
 

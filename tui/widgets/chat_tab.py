@@ -24,6 +24,7 @@ from core.config import Profile
 from core.engine import ChatEngine, ReplyDelta, ReplyFailed, ReplyFinished, ReplyUsage, Turn
 from core.errors import ChatError
 from core.models import Message, Role, Session, Status
+from tui.keys import bound_keys, with_keys
 from tui.widgets.message_list import ChatEntry, MessageList
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.status_line import StatusLine
@@ -60,7 +61,7 @@ class ChatTab(TabPane):
     """A tab pane holding one conversation: messages, prompt and status line."""
 
     BINDINGS = [
-        # Not in the Footer: the status line says "Esc stops" while a reply streams, and a key that comes and goes
+        # Not in the Footer: the status line names its key while a reply streams, and a key that comes and goes
         # with streaming would rebuild the Footer on every switch between a streaming tab and an idle one.
         Binding("escape", "cancel_reply", "Stop reply", show=False, id="tab.cancel_reply"),
         # Works from the prompt, where the focus nearly always is (r in the message list needs the reply selected).
@@ -357,45 +358,55 @@ class ChatTab(TabPane):
         messages, to the selected message, else the last one (Edit: the last prompt)."""
         messages = self.query_one(MessageList)
         if self.check_action("retry_last", ()):
-            yield SystemCommand(
-                "Retry reply", "Ask again for the failed or interrupted reply (ctrl+r)", self.action_retry_last
-            )
+            retry = with_keys("Ask again for the failed or interrupted reply", self, "retry_last")
+            yield SystemCommand("Retry reply", retry, self.action_retry_last)
         offered = [
-            ("copy", "Copy message", "Copy the selected or last message to the clipboard (y)", messages.action_copy),
+            (
+                "copy",
+                "copy",
+                "Copy message",
+                "Copy the selected or last message to the clipboard",
+                messages.action_copy,
+            ),
             (
                 "copy_code",
+                "copy_code",
                 "Copy code block",
-                "Copy the selected or last message's code; again for the next (Y)",
+                "Copy the selected or last message's code; again for the next",
                 messages.action_copy_code,
             ),
             (
                 "regenerate",
+                "regenerate",
                 "Regenerate reply",
-                "A new version of the selected or last reply, beside it (r)",
+                "A new version of the selected or last reply, beside it",
                 messages.action_regenerate,
             ),
             (
                 "edit",
+                "edit",
                 "Edit prompt",
-                "Edit the selected or last prompt and send it as a new version (e)",
+                "Edit the selected or last prompt and send it as a new version",
                 messages.action_edit,
             ),
             (
                 "sibling",
+                "sibling(-1)",
                 "Previous version",
-                "Show the previous version of the selected or last message ([)",
+                "Show the previous version of the selected or last message",
                 partial(messages.action_sibling, -1),
             ),
             (
                 "sibling",
+                "sibling(1)",
                 "Next version",
-                "Show the next version of the selected or last message (])",
+                "Show the next version of the selected or last message",
                 partial(messages.action_sibling, 1),
             ),
         ]
-        for action, title, help_text, callback in offered:
+        for action, bound, title, help_text, callback in offered:
             if messages.check_action(action, ()):
-                yield SystemCommand(title, help_text, callback)
+                yield SystemCommand(title, with_keys(help_text, messages, bound), callback)
 
     # -- branches --------------------------------------------------------------------------------------------
 
@@ -458,8 +469,13 @@ class ChatTab(TabPane):
         if self.stats.started:
             parts.append(self.stats.describe())
         if self.streaming:
-            parts.append("streaming… (Esc stops)")
+            parts.append(f"streaming… ({self._stop_key()} stops)")
         self.query_one(StatusLine).text = " │ ".join(p for p in parts if p)
+
+    def _stop_key(self) -> str:
+        """The key that stops the reply, as remapped in config.toml."""
+        keys = bound_keys(self, "cancel_reply")
+        return "Esc" if not keys or keys[0] == "esc" else keys[0]
 
     def set_session(self, session: Session) -> None:
         """Session data changed elsewhere (rename, model, system prompt)."""
