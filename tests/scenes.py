@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from textual.pilot import Pilot
-from textual.widgets import Input, TextArea
+from textual.widgets import DataTable, Input, TextArea
 
 from core.config import load_settings
 from core.models import Role, Status
 from core.server import LocalServer, reply_text, reply_tokens
 from core.store import Store
 from tui.app import ChatApp
+from tui.screens.help import HelpScreen
+from tui.screens.session_browser import SessionBrowser
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.message_list import MessageList
 from tui.widgets.prompt_input import PromptInput
@@ -56,10 +59,20 @@ A few things worth knowing:
 """
 
 
-def use_utc() -> None:
-    """Dates in the session browser are local time: pin the zone so shots match everywhere."""
+@contextmanager
+def utc_zone() -> Iterator[None]:
+    """Dates in the session browser are local time: pin the zone so shots match everywhere, then put it back."""
+    before = os.environ.get("TZ")
     os.environ["TZ"] = "UTC"
     time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
 
 
 async def seed(db: Path) -> dict[str, int]:
@@ -168,15 +181,29 @@ def _streamed(tab: ChatTab) -> int:
 
 
 async def _drive_browser(pilot: Pilot) -> None:
+    app = pilot.app
     await pilot.press("ctrl+o")
-    await pilot.pause(0.3)
+    await wait_for(pilot, lambda: isinstance(app.screen, SessionBrowser) and bool(app.screen.choices))
     await pilot.press(*"sqlite")
-    await pilot.pause(0.6)
+
+    def hits_listed() -> bool:
+        """The search's hits are listed (they carry a message id; the plain session list does not)."""
+        browser = app.screen
+        return (
+            isinstance(browser, SessionBrowser)
+            and browser.query_one("#search", Input).value == "sqlite"
+            and bool(browser.choices)
+            and all(choice.message_id for choice in browser.choices)
+            and not any(worker.node is browser and not worker.is_finished for worker in app.workers)
+        )
+
+    await wait_for(pilot, hits_listed)
 
 
 async def _drive_help(pilot: Pilot) -> None:
+    app = pilot.app
     await pilot.press("f1")
-    await pilot.pause(0.3)
+    await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen.query_one(DataTable).row_count > 0)
 
 
 SCENES = {
@@ -193,7 +220,6 @@ SCENES = {
 
 def build(scene: Scene, tmp: Path, server: LocalServer) -> tuple[ChatApp, Callable[[Pilot], Awaitable[None]]]:
     """The app for a scene and the pilot steps that bring it to its frame."""
-    use_utc()
     db = tmp / f"{scene.name}.sqlite3"
     ids = asyncio.run(seed(db))
     if scene.tabs:
@@ -205,10 +231,12 @@ def build(scene: Scene, tmp: Path, server: LocalServer) -> tuple[ChatApp, Callab
 
     async def run_before(pilot: Pilot) -> None:
         try:
-            await wait_for(pilot, lambda: app_ready(app))
-            if scene.drive is not None:
-                await scene.drive(pilot)
-            await settle(pilot)
+            # Up to the shot: what the app shows of a date (the browser's) is rendered by then.
+            with utc_zone():
+                await wait_for(pilot, lambda: app_ready(app))
+                if scene.drive is not None:
+                    await scene.drive(pilot)
+                await settle(pilot)
         except BaseException:
             app.exit(return_code=1)  # an exception here would otherwise leave the headless app running
             raise
