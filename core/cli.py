@@ -228,6 +228,8 @@ async def _list(engine: ChatEngine, args: argparse.Namespace, out: TextIO, err: 
     for s in sessions:
         when = s.updated_at[:16].replace("T", " ")
         out.write(show(f"{s.id:>6}  {when}  {s.message_count:>4} msgs  {s.display_title}") + "\n")
+    if not sessions:  # on stderr: a script reading the list still gets an empty one
+        print("No archived conversations." if args.archived else "No conversations yet.", file=err)
     return EXIT_OK
 
 

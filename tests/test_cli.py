@@ -96,6 +96,11 @@ def test_ask_dash_reads_standard_input(cli: Cli, db: Path, monkeypatch: pytest.M
     assert messages(db)[0][4] == "a prompt\nover two lines\n"
 
 
+def test_an_empty_list_says_so_on_stderr(cli: Cli) -> None:
+    assert cli("list") == (EXIT_OK, "", "No conversations yet.\n")
+    assert cli("list", "--json") == (EXIT_OK, "[]\n", "")
+
+
 def test_list_show_export_and_search(cli: Cli, tmp_path: Path) -> None:
     cli("ask", "tell me about lighthouses")
     cli("ask", "and about harbours")
