@@ -159,13 +159,18 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first, start time at 19); None without /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _process_start_ticks(pid: int) -> str:
     """The kernel's start time of a process, so a reused pid is not mistaken for the original writer."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = _process_stat(pid)
+    return fields[19] if fields else ""
 
 
 def writer_token() -> str:
@@ -189,9 +194,8 @@ def writer_alive(token: str | None) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _process_stat(pid)
+    if fields is None:
         return True  # no /proc to ask: the pid exists, so assume it is the writer
     if fields[0] in ("Z", "X"):
         return False  # killed but not yet reaped by its parent: it will never write again

@@ -486,8 +486,7 @@ class ChatApp(App[None]):
         if (tab := self.active_tab) is not None:
             stop = with_keys("Stop the reply streaming in this tab", tab, "cancel_reply")
             yield SystemCommand("Stop reply", stop, tab.action_cancel_reply)
-        if self.active_tab is not None:
-            yield from self.active_tab.palette_commands()
+            yield from tab.palette_commands()
         yield SystemCommand(
             "Keys", with_keys("List every key binding and its id for remapping", self, "help"), self.action_help
         )

@@ -361,15 +361,8 @@ class ChatTab(TabPane):
             retry = with_keys("Ask again for the failed or interrupted reply", self, "retry_last")
             yield SystemCommand("Retry reply", retry, self.action_retry_last)
         offered = [
+            ("copy", "Copy message", "Copy the selected or last message to the clipboard", messages.action_copy),
             (
-                "copy",
-                "copy",
-                "Copy message",
-                "Copy the selected or last message to the clipboard",
-                messages.action_copy,
-            ),
-            (
-                "copy_code",
                 "copy_code",
                 "Copy code block",
                 "Copy the selected or last message's code; again for the next",
@@ -377,36 +370,32 @@ class ChatTab(TabPane):
             ),
             (
                 "regenerate",
-                "regenerate",
                 "Regenerate reply",
                 "A new version of the selected or last reply, beside it",
                 messages.action_regenerate,
             ),
             (
                 "edit",
-                "edit",
                 "Edit prompt",
                 "Edit the selected or last prompt and send it as a new version",
                 messages.action_edit,
             ),
             (
-                "sibling",
                 "sibling(-1)",
                 "Previous version",
                 "Show the previous version of the selected or last message",
                 partial(messages.action_sibling, -1),
             ),
             (
-                "sibling",
                 "sibling(1)",
                 "Next version",
                 "Show the next version of the selected or last message",
                 partial(messages.action_sibling, 1),
             ),
         ]
-        for action, bound, title, help_text, callback in offered:
-            if messages.check_action(action, ()):
-                yield SystemCommand(title, with_keys(help_text, messages, bound), callback)
+        for action, title, help_text, callback in offered:  # an action as bound: its name, then any arguments
+            if messages.check_action(action.partition("(")[0], ()):
+                yield SystemCommand(title, with_keys(help_text, messages, action), callback)
 
     # -- branches --------------------------------------------------------------------------------------------
 
