@@ -728,6 +728,56 @@ async def test_a_reply_finished_while_hidden_is_rendered_ahead_and_paints_up_to_
         assert "Message 1" in "\n".join(visible_lines(view))
 
 
+async def test_a_big_reply_shown_from_its_end_streams_on_from_there(count_renders: list[str]) -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = await stream_while_hidden(app, pilot, BIG_REPLY)
+        app.query_one("#pane").display = True
+        await settle(pilot)
+        assert view._by_id[3].partial
+        count_renders.clear()
+        for n in range(4):
+            view.append_text(3, f"\n\nMore words {n}: " + "and more " * 10)
+            await settle(pilot)
+        # Each flush renders the blocks that came since, never the reply's start again.
+        assert count_renders and all("Paragraph 0:" not in text and len(text) < 2000 for text in count_renders)
+        assert "More words 3" in "\n".join(visible_lines(view))
+        assert view._by_id[3].partial
+        count_renders.clear()
+        view.update_entry(ChatEntry(make_message(3, "assistant", view._by_id[3].text)))
+        await settle(pilot)
+        # Finished at the end of the view: its end is rendered again, the rest when the view gets there.
+        assert count_renders and all("Paragraph 0:" not in text for text in count_renders)
+        assert "More words 3" in "\n".join(visible_lines(view))
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        assert not view._by_id[3].partial
+        assert "Message 1" in "\n".join(visible_lines(view))
+
+
+async def test_scrolling_up_a_reply_streaming_from_its_end_renders_it_whole_and_it_streams_on(
+    count_renders: list[str],
+) -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = await stream_while_hidden(app, pilot, BIG_REPLY)
+        app.query_one("#pane").display = True
+        await settle(pilot)
+        assert view._by_id[3].partial
+        view.scroll_to(y=0, animate=False)
+        await settle(pilot)
+        assert not view._by_id[3].partial
+        assert "Message 1" in "\n".join(visible_lines(view))
+        count_renders.clear()
+        view.append_text(3, "\n\nA new paragraph.")
+        await settle(pilot)
+        assert count_renders and all("Paragraph 0:" not in text for text in count_renders)
+        view.action_follow_end()
+        await settle(pilot)
+        lines = "\n".join(visible_lines(view))
+        assert "The last paragraph." in lines and "A new paragraph." in lines
+
+
 async def test_moving_the_selection_refreshes_bindings_only_when_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:

@@ -106,9 +106,15 @@ def render_end(console: Console, text: str, width: int, rows: int) -> tuple[int,
     if it cannot be split. Pure, so a thread may run it."""
     scanner = BlockScanner()
     scanner.feed(text)
+    start = end_start(scanner, text, width, rows)
+    return None if start is None else (start, render_markdown(console, text[start:], width))
+
+
+def end_start(scanner: BlockScanner, text: str, width: int, rows: int) -> int | None:
+    """The last block boundary `scanner` found in `text` that leaves at least `rows` rows below it, if any."""
     for boundary in reversed(scanner.boundaries):
         if estimate_rows(text[boundary:], width) >= rows:
-            return boundary, render_markdown(console, text[boundary:], width)
+            return boundary
     return None
 
 

@@ -34,6 +34,7 @@ from core.models import Message, Role, Status
 from tui.widgets.markdown_render import (
     BlockScanner,
     code_blocks,
+    end_start,
     estimate_rows,
     inert_text,
     render_end,
@@ -651,7 +652,7 @@ class MessageList(ScrollView, can_focus=True):
                     # The view reached the blank rows of a partial render: render it in full, keeping the
                     # rows below where they are (the partial's end is exact, its blank rows an estimate).
                     old_height = item.height
-                    row = self._render_item(console, item, width)
+                    row = self._render_item(console, item, width, full=True)
                     if anchor is not None and anchor[0] is item:
                         anchor = (item, max(0, anchor[1] + item.height - old_height))
                 else:
@@ -778,20 +779,32 @@ class MessageList(ScrollView, can_focus=True):
     # ----------------------------------------------------------------------------------------------------
     # Rendering
 
-    def _render_item(self, console: Console, item: _Item, width: int, partial_rows: int = 0) -> int:
+    def _render_item(
+        self, console: Console, item: _Item, width: int, partial_rows: int = 0, *, full: bool = False
+    ) -> int:
         """Render an item's body and footer for `width`; return the first row whose content may have changed.
 
         With `partial_rows`, an assistant message with much new text (a hidden tab's reply, a session just
         opened) is rendered from the last block boundary that leaves at least that many rows, with estimated
         blank rows above: the frame that shows its end comes at once, and the full render waits until the view
-        reaches those blank rows (`_sync`, or `render_line` for a jump straight there).
+        reaches those blank rows (`full`: `_sync`, or `render_line` for a jump straight there). A reply still
+        streaming goes on from its partial render, block by block; once finished, its end is rendered again.
         """
         message = item.entry.message
         first_changed = 0
         text = item.text
+        if full and item.partial:
+            item.scanner = None
+            item.done_body, item.done_end, item.done_width = [], 0, 0
+            item.placeholder = 0
         new_text = len(text) - (item.rendered_length if item.width == width else 0)
         body: list[Strip] | None = None
-        if partial_rows and not item.is_user and new_text > PARTIAL_CHARS:
+        if (
+            partial_rows
+            and not full
+            and not item.is_user
+            and (new_text > PARTIAL_CHARS or (item.partial and not item.is_streaming))
+        ):
             body = self._render_partial(console, item, width, partial_rows)
         partial = body is not None
         if body is not None:
@@ -799,8 +812,9 @@ class MessageList(ScrollView, can_focus=True):
         elif item.is_user:
             body = render_plain(console, text, width)
         elif item.is_streaming:
-            old_body = item.body if item.width == width and not item.partial else []
+            old_body = item.body if item.width == width else []
             body, first_changed = self._render_streaming(console, item, width)
+            partial = item.placeholder > 0
             # Usually only the last line or two of the tail differ: repaint from the first that does.
             limit = min(len(body), len(old_body))
             row = first_changed - 1
@@ -835,6 +849,8 @@ class MessageList(ScrollView, can_focus=True):
     def _render_partial(self, console: Console, item: _Item, width: int, rows: int) -> list[Strip] | None:
         """Render the end of an item's text (see `_render_item`); None if it cannot be split."""
         text = item.text
+        if item.is_streaming:
+            return self._render_partial_stream(console, item, width, rows)
         ready, item.prerendered = item.prerendered, None
         if ready is not None and ready[:3] == (width, rows, len(text)):
             end = ready[3]
@@ -851,6 +867,23 @@ class MessageList(ScrollView, can_focus=True):
         item.code_start = -1
         return body
 
+    def _render_partial_stream(self, console: Console, item: _Item, width: int, rows: int) -> list[Strip] | None:
+        """Start a streaming reply's rendering at a late block boundary, blank rows standing for the blocks above,
+        then stream on from there (see `_render_item`); None if it cannot be split."""
+        text = item.text
+        scanner = BlockScanner()
+        scanner.feed(text)
+        start = end_start(scanner, text, width, rows)
+        if start is None:
+            return None
+        item.scanner = scanner
+        item.placeholder = estimate_rows(text[:start], width)
+        item.done_body = [Strip.blank(width)] * item.placeholder
+        item.done_end, item.done_width = start, width
+        item.code_start = -1
+        body, _ = self._render_streaming(console, item, width)
+        return body
+
     def _render_streaming(self, console: Console, item: _Item, width: int) -> tuple[list[Strip], int]:
         """Render a streaming reply: finished blocks once (kept as lines), the live tail every time."""
         text = item.text
@@ -859,6 +892,7 @@ class MessageList(ScrollView, can_focus=True):
         boundary = item.scanner.feed(text)
         if item.done_width != width:
             item.done_body, item.done_end, item.done_width = [], 0, width
+            item.placeholder = 0
         first_changed = 1 + len(item.done_body)
         if boundary > item.done_end:
             lines = render_markdown(console, text[item.done_end : boundary], width)
@@ -987,7 +1021,7 @@ class MessageList(ScrollView, can_focus=True):
         ):
             # Painted before a sync reached it (rare): render now, let a sync settle heights after the frame.
             # (An item that is merely dirty keeps serving its old lines until the next flush.)
-            self._render_item(self.app.console, item, self._width)
+            self._render_item(self.app.console, item, self._width, full=True)
             self._layout()
             self.call_later(self._sync)
         row = round(self.scroll_y) + y - item.top
@@ -1077,7 +1111,7 @@ class MessageList(ScrollView, can_focus=True):
     def _render_in_full(self, item: _Item) -> None:
         """Render an item whose rows are an estimate, or blank above a partial render, before its text is used."""
         if self._width and (item.width != self._width or item.partial):
-            self._render_item(self.app.console, item, self._width)
+            self._render_item(self.app.console, item, self._width, full=True)
             self._layout()
             self.call_later(self._sync)
 
