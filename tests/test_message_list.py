@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -190,6 +191,41 @@ async def test_streamed_reply_ends_identical_to_one_shot_render() -> None:
     assert not any("[docs]" in line for line in one_shot)
     assert streamed == one_shot
     assert not any("▍" in line for line in streamed)
+
+
+async def test_a_long_reply_ending_in_view_gets_its_one_shot_render_from_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reply = "\n\n".join(f"Paragraph {n}: " + "some words " * 20 for n in range(20)) + "\n\n" + REPLY
+    renders: list[tuple[bool, int]] = []  # (on the event loop's thread, length)
+    render = markdown_render.render_markdown
+
+    def recording(console: Console, text: str, width: int):
+        renders.append((threading.current_thread() is threading.main_thread(), len(text)))
+        return render(console, text, width)
+
+    monkeypatch.setattr(message_list_module, "render_markdown", recording)
+    app = ListApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        view = app.query_one(MessageList)
+        view.set_entries([ChatEntry(make_message(1, "assistant", "", Status.STREAMING))])
+        for start in range(0, len(reply), 200):
+            view.append_text(1, reply[start : start + 200])
+            await pilot.pause(0.02)
+        await settle(pilot)
+        renders.clear()
+        view.update_entry(ChatEntry(make_message(1, "assistant", reply)))
+        # At once: the end as streamed, no streaming mark, and no whole-text render on the event loop.
+        shown = "\n".join(visible_lines(view))
+        assert "The end." in shown and "▍" not in shown
+        assert all(length < len(reply) for on_loop, length in renders if on_loop)
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        assert (False, len(reply)) in renders
+        body = [strip.text for strip in view._by_id[1].body]
+        width = view._by_id[1].width
+        assert body == [strip.text for strip in render(app.console, reply, width)]
+        assert not any("[docs]" in line for line in body)  # the reference resolved, as only a one-shot render can
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from textual.selection import Selection
 from textual.strip import Strip
 from textual.timer import Timer
 from textual.widget import Widget
+from textual.worker import Worker, WorkerState
 
 from core.models import Message, Role, Status
 from tui.widgets.markdown_render import (
@@ -52,6 +53,8 @@ PARTIAL_CHARS = 3000
 """New text beyond which the last message is first rendered from its end only (see `_render_item`)."""
 PARTIAL_MARGIN = 4
 """Rows beyond the view's height that a partial render covers (see `_render_item`)."""
+SETTLE_GROUP = "settle"
+"""Worker group of the threads making a finished reply's one-shot render (see `MessageList._settle`)."""
 GUTTER = "▌"
 GUTTER_WIDTH = 2
 """The gutter and the space after it, before every row's text."""
@@ -112,6 +115,8 @@ class _Item:
         "partial",
         "placeholder",
         "prerendered",
+        "settling",
+        "final",
     )
 
     def __init__(self, entry: ChatEntry) -> None:
@@ -150,6 +155,10 @@ class _Item:
         self.prerendered: tuple[int, int, int, tuple[int, list[Strip]] | None] | None = None
         """(width, rows, text length, `render_end`'s result), rendered by a thread while the list was hidden."""
         """While `partial`: how many blank rows stand for the unrendered start of the text, at the top of `body`."""
+        self.settling = False
+        """Finished, and shown as streamed while a thread makes its one-shot render (see `_settle`)."""
+        self.final: tuple[int, int, list[Strip]] | None = None
+        """(width, text length, lines): the one-shot render a thread made, for the next render to use."""
 
     @property
     def id(self) -> int:
@@ -448,7 +457,14 @@ class MessageList(ScrollView, can_focus=True):
         current = item.text
         if not (entry.message.status == Status.STREAMING and current.startswith(content)):
             item.set_text(content)
-        if entry.message.status != Status.STREAMING:
+        settle = (
+            entry.message.status != Status.STREAMING
+            and item.scanner is not None
+            and not item.partial
+            and len(item.text) > PARTIAL_CHARS
+            and self._is_shown()
+        )
+        if entry.message.status != Status.STREAMING and not settle:
             item.scanner = None
             item.done_body = []
             item.done_end = item.done_width = 0
@@ -458,6 +474,7 @@ class MessageList(ScrollView, can_focus=True):
                 self._reserved_height = 0
         item.entry = entry
         item.dirty = True
+        item.settling = settle
         self._streaming = None
         if self._width and not self._is_shown():
             item.height = item.estimate_height(self._width)
@@ -465,7 +482,38 @@ class MessageList(ScrollView, can_focus=True):
             if entry.message.status != Status.STREAMING and item is self._items[-1]:
                 self._prerender_end(item)
         self._sync()
+        if settle:
+            self._settle(item)
         self._refresh_bindings_if_changed()
+
+    def _settle(self, item: _Item) -> None:
+        """A long reply just finished in view: make its one-shot render in a thread, then show it.
+
+        The one-shot render settles what block-by-block rendering cannot (link references), but costs ~50 ms
+        per 1,000 tokens: on the event loop it would stall typing and the other tabs' streams when a reply
+        ends. Meanwhile the reply stays as streamed, its last text rendered like a streaming tail.
+        """
+        text, width, console = item.text, self._width, self.app.console
+
+        def render() -> tuple[_Item, tuple[int, int, list[Strip]]]:
+            return item, (width, len(text), render_markdown(console, text, width))
+
+        self.run_worker(render, thread=True, group=SETTLE_GROUP, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == SETTLE_GROUP and event.state == WorkerState.SUCCESS:
+            event.stop()
+            self._settled(*event.worker.result)
+
+    def _settled(self, item: _Item, final: tuple[int, int, list[Strip]]) -> None:
+        if not item.settling or self._by_id.get(item.id) is not item:
+            return
+        item.settling = False
+        item.final = final
+        item.scanner = None
+        item.done_body, item.done_end, item.done_width = [], 0, 0
+        item.dirty = True
+        self._sync()
 
     def _prerender_end(self, item: _Item) -> None:
         """A reply finished while the list is hidden: render the screenful its first frame will show now, in a
@@ -811,7 +859,7 @@ class MessageList(ScrollView, can_focus=True):
             pass
         elif item.is_user:
             body = render_plain(console, text, width)
-        elif item.is_streaming:
+        elif item.is_streaming or item.settling:
             old_body = item.body if item.width == width else []
             body, first_changed = self._render_streaming(console, item, width)
             partial = item.placeholder > 0
@@ -821,6 +869,8 @@ class MessageList(ScrollView, can_focus=True):
             while row < limit and body[row] == old_body[row]:
                 row += 1
             first_changed = row + 1
+        elif item.final is not None and item.final[:2] == (width, len(text)):
+            body = item.final[2]
         elif text:
             body = render_markdown(console, text, width)
         else:
@@ -834,6 +884,7 @@ class MessageList(ScrollView, can_focus=True):
         elif message.status == Status.ERROR:
             error = (message.error or "The reply failed.").strip()
             footer = render_plain(console, f"⚠ {error} — ctrl+r to retry", width)
+        item.final = None
         item.body = body
         item.partial = partial
         if not partial:
