@@ -814,6 +814,35 @@ async def test_scrolling_up_a_reply_streaming_from_its_end_renders_it_whole_and_
         assert "The last paragraph." in lines and "A new paragraph." in lines
 
 
+def code_colours(view: MessageList, text: str) -> tuple[object, object]:
+    """(background of the inline code `text`, background of the fenced block's first line) as rendered now."""
+    body = view._by_id[1].body
+    inline = next(seg.style.bgcolor for strip in body for seg in strip if seg.text == text and seg.style)
+    fence = next(strip for strip in body if "def handler" in strip.text)
+    return inline, next(seg.style.bgcolor for seg in fence if seg.text.strip() and seg.style)
+
+
+async def test_replies_take_the_themes_colours_and_change_with_it(count_renders: list[str]) -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 60)) as pilot:
+        app.theme = "textual-dark"
+        view = app.query_one(MessageList)
+        view.set_entries([ChatEntry(make_message(1, "assistant", REPLY))])
+        await settle(pilot)
+        dark = code_colours(view, "inline code")
+        assert dark[0] is not None and dark[0].triplet is not None  # the theme's colour, not the terminal's black
+        count_renders.clear()
+        view.add_class("-any")  # a style update that changes no colour of the replies
+        await settle(pilot)
+        assert count_renders == [], "a style update that changes no colour of the replies renders nothing"
+        app.theme = "textual-light"
+        await settle(pilot)
+        light = code_colours(view, "inline code")
+        assert count_renders, "a new theme renders the replies again"
+        assert light[0] != dark[0] and light[1] != dark[1]
+        assert sum(light[1].triplet) > sum(dark[1].triplet)  # a light background for code on a light theme
+
+
 async def test_moving_the_selection_refreshes_bindings_only_when_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:

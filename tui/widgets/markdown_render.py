@@ -6,12 +6,14 @@ No widget state here, so a thread may render; `MessageList` decides what to rend
 from __future__ import annotations
 
 import functools
+import io
 import re
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.style import Style
 from rich.text import Text
+from rich.theme import Theme
 from textual.strip import Strip
 
 from core.text import inert
@@ -21,7 +23,31 @@ if TYPE_CHECKING:
     from rich.markdown import Markdown
 
 CODE_THEME = "monokai"
-"""Pygments theme for fenced code: dark background, readable on the app's dark themes."""
+"""Pygments theme for fenced code on the app's dark themes."""
+LIGHT_CODE_THEME = "friendly"
+"""Pygments theme for fenced code on the app's light themes."""
+
+
+class ReplyConsole(Console):
+    """The console replies are rendered with, in the app theme's colours: `styles` replace Rich's styles of the same
+    names (its inline code is cyan on black, a black bar on a light theme), and fenced code gets a Pygments theme
+    made for the theme's background. Only renders; the app's console writes the result."""
+
+    def __init__(self, styles: dict[str, Style] | None = None, *, dark: bool = True) -> None:
+        super().__init__(
+            theme=Theme(styles or {}),
+            file=io.StringIO(),
+            color_system="truecolor",
+            force_terminal=True,
+            legacy_windows=False,
+            markup=False,
+            highlight=False,
+            emoji=False,
+            safe_box=False,
+            soft_wrap=False,
+        )
+        self.code_theme = CODE_THEME if dark else LIGHT_CODE_THEME
+
 
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
@@ -89,7 +115,8 @@ def preload_markdown() -> None:
 
 def render_markdown(console: Console, text: str, width: int) -> list[Strip]:
     """Render Markdown to lines of exactly `width` cells (the one place replies are rendered)."""
-    markdown = _markdown_class()(inert_text(text))
+    code_theme = console.code_theme if isinstance(console, ReplyConsole) else CODE_THEME
+    markdown = _markdown_class()(inert_text(text), code_theme)
     lines = console.render_lines(markdown, console.options.update(width=width, height=None))
     return [Strip(line, width) for line in lines]
 

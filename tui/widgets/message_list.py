@@ -34,6 +34,7 @@ from textual.worker import Worker, WorkerState
 from core.models import Message, Role, Status
 from tui.widgets.markdown_render import (
     BlockScanner,
+    ReplyConsole,
     code_blocks,
     end_start,
     estimate_rows,
@@ -152,9 +153,9 @@ class _Item:
         self.partial = False
         """`body` renders only the end of the text, with estimated blank rows above (see `_render_item`)."""
         self.placeholder = 0
-        self.prerendered: tuple[int, int, int, tuple[int, list[Strip]] | None] | None = None
-        """(width, rows, text length, `render_end`'s result), rendered by a thread while the list was hidden."""
         """While `partial`: how many blank rows stand for the unrendered start of the text, at the top of `body`."""
+        self.prerendered: tuple[ReplyConsole, int, int, int, tuple[int, list[Strip]] | None] | None = None
+        """(console, width, rows, text length, `render_end`'s result): made by a thread while the list was hidden."""
         self.settling = False
         """Finished, and shown as streamed while a thread makes its one-shot render (see `_settle`)."""
         self.final: tuple[int, int, list[Strip]] | None = None
@@ -246,6 +247,7 @@ class MessageList(ScrollView, can_focus=True):
         "message-list--error",
         "message-list--status",
         "message-list--meta",
+        "message-list--code",
     }
     """
     | Class | Description |
@@ -256,6 +258,7 @@ class MessageList(ScrollView, can_focus=True):
     | `message-list--error` | The error line of a failed reply (color). |
     | `message-list--status` | Streaming and interrupted marks (color). |
     | `message-list--meta` | Model name and sibling position in headers (color). |
+    | `message-list--code` | Inline code in replies (color, background, text style). |
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -347,6 +350,7 @@ class MessageList(ScrollView, can_focus=True):
         self._last_flush = 0.0
         self._styles: _Styles | None = None
         self._style_generation = 0
+        self._replies_console: ReplyConsole | None = None
         self._code_cursor: tuple[int, int] | None = None
         """(message id, index) of the code block "Y" copied last, to cycle on repeated presses."""
         self._bindings_state: tuple[bool | None, ...] | None = None
@@ -493,10 +497,10 @@ class MessageList(ScrollView, can_focus=True):
         per 1,000 tokens: on the event loop it would stall typing and the other tabs' streams when a reply
         ends. Meanwhile the reply stays as streamed, its last text rendered like a streaming tail.
         """
-        text, width, console = item.text, self._width, self.app.console
+        text, width, console = item.text, self._width, self._reply_console()
 
-        def render() -> tuple[_Item, tuple[int, int, list[Strip]]]:
-            return item, (width, len(text), render_markdown(console, text, width))
+        def render() -> tuple[_Item, ReplyConsole, tuple[int, int, list[Strip]]]:
+            return item, console, (width, len(text), render_markdown(console, text, width))
 
         self.run_worker(render, thread=True, group=SETTLE_GROUP, exit_on_error=False)
 
@@ -505,11 +509,11 @@ class MessageList(ScrollView, can_focus=True):
             event.stop()
             self._settled(*event.worker.result)
 
-    def _settled(self, item: _Item, final: tuple[int, int, list[Strip]]) -> None:
+    def _settled(self, item: _Item, console: ReplyConsole, final: tuple[int, int, list[Strip]]) -> None:
         if not item.settling or self._by_id.get(item.id) is not item:
             return
         item.settling = False
-        item.final = final
+        item.final = final if console is self._replies_console else None
         item.scanner = None
         item.done_body, item.done_end, item.done_width = [], 0, 0
         item.dirty = True
@@ -522,10 +526,10 @@ class MessageList(ScrollView, can_focus=True):
         width, rows = self._width, self._view_height + PARTIAL_MARGIN
         if item.is_user or len(text) <= PARTIAL_CHARS or not self._view_height:
             return
-        console = self.app.console
+        console = self._reply_console()
 
         def render() -> None:
-            item.prerendered = (width, rows, len(text), render_end(console, text, width, rows))
+            item.prerendered = (console, width, rows, len(text), render_end(console, text, width, rows))
 
         self.run_worker(render, thread=True, group="prerender", exit_on_error=False)
 
@@ -658,7 +662,7 @@ class MessageList(ScrollView, can_focus=True):
                 item.height = item.estimate_height(width)
                 item.rows.clear()
             self._layout_stale = True
-        console = self.app.console
+        console = self._reply_console()
         changed_top: int | None = None
         # The height painted last: when the messages were replaced by fewer rows, those below the new end
         # must be repainted blank too.
@@ -823,6 +827,34 @@ class MessageList(ScrollView, can_focus=True):
         super().notify_style_update()
         self._styles = None
         self._style_generation += 1
+        if self._replies_console is not None:
+            self.call_later(self._restyle_replies)
+
+    def _reply_console(self) -> ReplyConsole:
+        """The console replies are rendered with, in the current theme's colours."""
+        if self._replies_console is None:
+            code = self.get_component_rich_style("message-list--code")
+            self._replies_console = ReplyConsole({"markdown.code": code}, dark=self.app.current_theme.dark)
+        return self._replies_console
+
+    def _restyle_replies(self) -> None:
+        """The styles changed (a new theme, or only a focus): render the replies again if their colours did."""
+        old, self._replies_console = self._replies_console, None
+        new = self._reply_console()
+        if (
+            old is not None
+            and old.code_theme == new.code_theme
+            and old.get_style("markdown.code") == new.get_style("markdown.code")
+        ):
+            self._replies_console = old
+            return
+        for item in self._items:
+            if not item.is_user:
+                item.dirty = True
+                item.done_width = 0  # finished blocks of a stream, in the old colours
+                item.code_start = -1
+                item.prerendered = item.final = None
+        self._sync()
 
     # ----------------------------------------------------------------------------------------------------
     # Rendering
@@ -903,8 +935,8 @@ class MessageList(ScrollView, can_focus=True):
         if item.is_streaming:
             return self._render_partial_stream(console, item, width, rows)
         ready, item.prerendered = item.prerendered, None
-        if ready is not None and ready[:3] == (width, rows, len(text)):
-            end = ready[3]
+        if ready is not None and ready[:4] == (console, width, rows, len(text)):
+            end = ready[4]
         else:
             end = render_end(console, text, width, rows)
         if end is None:
@@ -1072,7 +1104,7 @@ class MessageList(ScrollView, can_focus=True):
         ):
             # Painted before a sync reached it (rare): render now, let a sync settle heights after the frame.
             # (An item that is merely dirty keeps serving its old lines until the next flush.)
-            self._render_item(self.app.console, item, self._width, full=True)
+            self._render_item(self._reply_console(), item, self._width, full=True)
             self._layout()
             self.call_later(self._sync)
         row = round(self.scroll_y) + y - item.top
@@ -1162,7 +1194,7 @@ class MessageList(ScrollView, can_focus=True):
     def _render_in_full(self, item: _Item) -> None:
         """Render an item whose rows are an estimate, or blank above a partial render, before its text is used."""
         if self._width and (item.width != self._width or item.partial):
-            self._render_item(self.app.console, item, self._width, full=True)
+            self._render_item(self._reply_console(), item, self._width, full=True)
             self._layout()
             self.call_later(self._sync)
 
@@ -1204,7 +1236,7 @@ class MessageList(ScrollView, can_focus=True):
             return
         if not item.rendered:
             # Its real height is needed for the target; the window around the target is rendered by the sync.
-            self._render_item(self.app.console, item, self._width)
+            self._render_item(self._reply_console(), item, self._width)
             self._layout()
             self._publish_size()
             self._sync()
