@@ -814,6 +814,138 @@ async def test_scrolling_up_a_reply_streaming_from_its_end_renders_it_whole_and_
         assert "The last paragraph." in lines and "A new paragraph." in lines
 
 
+LONG_REPLY = "\n\n".join(f"Paragraph {n}: " + "some words " * 20 for n in range(20)) + "\n\n" + REPLY
+"""Over SETTLE_CHARS: finishing in view, it gets its one-shot render from a thread."""
+
+
+@pytest.fixture
+def held_renders(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[tuple[bool, int]]]:
+    """Renders made by threads wait until the event is set; every render is recorded as (on the event loop, length)."""
+    gate = threading.Event()
+    renders: list[tuple[bool, int]] = []
+    render = markdown_render.render_markdown
+
+    def held(console: Console, text: str, width: int):
+        on_loop = threading.current_thread() is threading.main_thread()
+        if not on_loop:
+            gate.wait(10)
+        renders.append((on_loop, len(text)))
+        return render(console, text, width)
+
+    monkeypatch.setattr(message_list_module, "render_markdown", held)
+    return gate, renders
+
+
+async def stream_in_view(pilot: Pilot[None], text: str) -> MessageList:
+    """A reply (id 7, after six messages) streamed in whole while shown, still streaming."""
+    view = await with_streaming_reply(pilot)
+    for start in range(0, len(text), 250):
+        view.append_text(7, text[start : start + 250])
+        await pilot.pause(0.04)  # well under PARTIAL_CHARS a flush: rendered as it comes, not from its end
+    await settle(pilot)
+    assert not view._by_id[7].partial
+    return view
+
+
+def one_shot_rows(view: MessageList, message_id: int, text: str) -> bool:
+    item = view._by_id[message_id]
+    return [strip.text for strip in item.body] == [
+        strip.text for strip in markdown_render.render_markdown(view._reply_console(), text, item.width)
+    ]
+
+
+async def test_a_long_reply_finished_in_view_rests_with_its_last_line_at_the_bottom() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = await stream_in_view(pilot, LONG_REPLY)
+        assert not visible_lines(view)[-1].strip()  # rows kept free below the stream
+        view.update_entry(ChatEntry(make_message(7, "assistant", LONG_REPLY)))
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        lines = [line.rstrip() for line in visible_lines(view)]
+        assert lines[-2:] == ["▌ The end.", ""], "the last line, then the gap after a message"
+
+
+async def test_a_reply_corrected_before_its_one_shot_render_came_shows_the_correction(
+    held_renders: tuple[threading.Event, list[tuple[bool, int]]],
+) -> None:
+    gate, renders = held_renders
+    app = ListApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        view = await stream_in_view(pilot, LONG_REPLY)
+        view.update_entry(ChatEntry(make_message(7, "assistant", LONG_REPLY)))
+        await settle(pilot)
+        fixed = LONG_REPLY.replace("The end.", "The END.")  # as long: only the text tells the renders apart
+        view.update_entry(ChatEntry(make_message(7, "assistant", fixed), sibling_index=1, sibling_count=2))
+        await settle(pilot)
+        gate.set()
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        assert one_shot_rows(view, 7, fixed)
+        assert not [length for on_loop, length in renders if on_loop and length > len(fixed) // 2], "a thread's"
+
+
+async def test_a_theme_change_while_a_reply_settles_renders_it_once(
+    held_renders: tuple[threading.Event, list[tuple[bool, int]]],
+) -> None:
+    gate, renders = held_renders
+    app = ListApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        app.theme = "textual-dark"
+        view = await stream_in_view(pilot, LONG_REPLY)
+        view.update_entry(ChatEntry(make_message(7, "assistant", LONG_REPLY)))
+        await settle(pilot)
+        assert view._by_id[7].settling
+        renders.clear()
+        app.theme = "textual-light"
+        await settle(pilot)
+        gate.set()
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        on_loop = [length for on_loop, length in renders if on_loop and length > len(LONG_REPLY) * 0.8]
+        assert len(on_loop) == 1, "rendered whole once, on the loop: the thread's render has the old colours"
+        assert one_shot_rows(view, 7, LONG_REPLY)
+
+
+LONG_WORDS_REPLY = "\n\n".join(
+    [*(f"Part {n} " + "supercalifragilistic " * 40 for n in range(30)), "The last paragraph."]
+)
+"""Long words wrap early: its paragraphs take more rows than the blank rows standing for them in a partial render."""
+
+
+@pytest.mark.parametrize("finished", [False, True])
+async def test_text_dragged_over_in_a_reply_shown_from_its_end_is_copied_as_shown(finished: bool) -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = await stream_while_hidden(app, pilot, LONG_WORDS_REPLY)
+        if finished:
+            view.update_entry(ChatEntry(make_message(3, "assistant", LONG_WORDS_REPLY)))
+        app.query_one("#pane").display = True
+        await settle(pilot)
+        assert view._by_id[3].partial
+        y = next(y for y, line in enumerate(visible_lines(view)) if "The last paragraph." in line)
+        await drag(pilot, (2, y), (30, y))
+        assert app.screen.get_selected_text() == "The last paragraph."
+        assert "The last paragraph." in visible_lines(view)[y]  # the view did not move
+
+
+async def test_a_reply_shown_from_its_end_finishing_while_scrolled_up_keeps_the_view() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = await stream_while_hidden(app, pilot, LONG_WORDS_REPLY)
+        app.query_one("#pane").display = True
+        await settle(pilot)
+        item = view._by_id[3]
+        view.scroll_to(y=item.top + item.placeholder + 8, animate=False)  # up, but short of the blank rows
+        await settle(pilot)
+        assert item.partial
+        before = visible_lines(view)
+        view.update_entry(ChatEntry(make_message(3, "assistant", item.text)))
+        await settle(pilot)
+        assert not item.partial
+        assert visible_lines(view) == before
+
+
 def code_colours(view: MessageList, text: str) -> tuple[object, object]:
     """(background of the inline code `text`, background of the fenced block's first line) as rendered now."""
     body = view._by_id[1].body

@@ -163,7 +163,7 @@ class BlockScanner:
     A boundary is the start of a line that follows a blank line outside a fenced code block, that is not
     indented (an indented line may continue a list item) and does not start a list item (a loose list stays
     one block). Everything before the latest boundary keeps its rendering when more text arrives, give or
-    take link reference definitions, which the one-shot render at the end of the stream settles.
+    take link reference definitions, which the one-shot render that follows the stream settles.
     """
 
     __slots__ = ("position", "fence", "fence_start", "fence_body", "after_blank", "boundary", "boundaries")

@@ -52,6 +52,8 @@ CODE_PIECE_LINES = 4
 """Complete lines of an open code block rendered as one piece (see `MessageList._render_open_fence`)."""
 PARTIAL_CHARS = 3000
 """New text beyond which the last message is first rendered from its end only (see `_render_item`)."""
+SETTLE_CHARS = 3000
+"""Length beyond which a reply finishing in view gets its one-shot render from a thread (see `_settle`)."""
 PARTIAL_MARGIN = 4
 """Rows beyond the view's height that a partial render covers (see `_render_item`)."""
 SETTLE_GROUP = "settle"
@@ -138,7 +140,7 @@ class _Item:
         self.rows_generation = -1
         self.scanner: BlockScanner | None = None
         self.done_end = 0
-        """While streaming: end offset of the finished blocks already rendered into `done_body`."""
+        """While streaming (or settling): end offset of the finished blocks already rendered into `done_body`."""
         self.done_body: list[Strip] = []
         self.done_width = 0
         self.code_start = -1
@@ -158,8 +160,8 @@ class _Item:
         """(console, width, rows, text length, `render_end`'s result): made by a thread while the list was hidden."""
         self.settling = False
         """Finished, and shown as streamed while a thread makes its one-shot render (see `_settle`)."""
-        self.final: tuple[int, int, list[Strip]] | None = None
-        """(width, text length, lines): the one-shot render a thread made, for the next render to use."""
+        self.final: tuple[int, str, list[Strip]] | None = None
+        """(width, text, lines): the one-shot render a thread made, for the next render to use."""
 
     @property
     def id(self) -> int:
@@ -228,7 +230,8 @@ class MessageList(ScrollView, can_focus=True):
 
     Data comes down through `set_entries`, `prepend_entries`, `append_entry`, `append_text` and
     `update_entry`; user requests go up as messages. Call `update_entry` with the final message when a
-    stream ends: that renders it one-shot, so the final lines equal those of a fresh render of the text.
+    stream ends: the lines it then shows come from a one-shot render, the same as a fresh render of the text
+    (made by a thread for a long reply, and for a reply shown from its end once the view gets to its start).
     """
 
     DEFAULT_CSS = """
@@ -461,17 +464,17 @@ class MessageList(ScrollView, can_focus=True):
         current = item.text
         if not (entry.message.status == Status.STREAMING and current.startswith(content)):
             item.set_text(content)
+        finished = entry.message.status != Status.STREAMING
         settle = (
-            entry.message.status != Status.STREAMING
+            finished
             and item.scanner is not None
             and not item.partial
-            and len(item.text) > PARTIAL_CHARS
+            and len(item.text) > SETTLE_CHARS
             and self._is_shown()
         )
-        if entry.message.status != Status.STREAMING and not settle:
-            item.scanner = None
-            item.done_body = []
-            item.done_end = item.done_width = 0
+        if finished:
+            if not settle:
+                self._unsettle(item)
             if not any(other.is_streaming for other in self._items if other is not item):
                 # The rows kept free below a stream: a finished reply rests with its last line at the bottom,
                 # as it will when the conversation is opened again.
@@ -499,25 +502,40 @@ class MessageList(ScrollView, can_focus=True):
         """
         text, width, console = item.text, self._width, self._reply_console()
 
-        def render() -> tuple[_Item, ReplyConsole, tuple[int, int, list[Strip]]]:
-            return item, console, (width, len(text), render_markdown(console, text, width))
+        def render() -> tuple[_Item, ReplyConsole, tuple[int, str, list[Strip]]]:
+            return item, console, (width, text, render_markdown(console, text, width))
 
         self.run_worker(render, thread=True, group=SETTLE_GROUP, exit_on_error=False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group == SETTLE_GROUP and event.state == WorkerState.SUCCESS:
-            event.stop()
-            self._settled(*event.worker.result)
-
-    def _settled(self, item: _Item, console: ReplyConsole, final: tuple[int, int, list[Strip]]) -> None:
-        if not item.settling or self._by_id.get(item.id) is not item:
+        if event.worker.group != SETTLE_GROUP:
             return
-        item.settling = False
+        event.stop()
+        if event.state == WorkerState.SUCCESS:
+            self._settled(*event.worker.result)
+        elif event.state == WorkerState.ERROR:
+            for item in self._items:
+                if item.settling:  # rendered on the loop instead, once
+                    self._unsettle(item)
+                    item.dirty = True
+            self._sync()
+
+    def _settled(self, item: _Item, console: ReplyConsole, final: tuple[int, str, list[Strip]]) -> None:
+        # Thrown away when the reply changed since (a later update gets a render of its own), when it was
+        # re-rendered meanwhile (`_unsettle`), or rendered in another theme's colours.
+        if not item.settling or self._by_id.get(item.id) is not item or final[1] != item.text:
+            return
+        self._unsettle(item)
         item.final = final if console is self._replies_console else None
-        item.scanner = None
-        item.done_body, item.done_end, item.done_width = [], 0, 0
         item.dirty = True
         self._sync()
+
+    @staticmethod
+    def _unsettle(item: _Item) -> None:
+        """Drop the streamed state of a finished reply: its next render is a one-shot render."""
+        item.settling = False
+        item.scanner = None
+        item.done_body, item.done_end, item.done_width = [], 0, 0
 
     def _prerender_end(self, item: _Item) -> None:
         """A reply finished while the list is hidden: render the screenful its first frame will show now, in a
@@ -698,17 +716,18 @@ class MessageList(ScrollView, can_focus=True):
                 item = self._items[index]
                 if item.top >= high:
                     break
+                was_partial, old_rows = item.partial and item.width == width, len(item.body)
                 if not item.rendered or item.width != width:
                     row = self._render_item(console, item, width, partial_rows if item is last else 0)
                 elif item.partial and top <= item.top + item.placeholder:
-                    # The view reached the blank rows of a partial render: render it in full, keeping the
-                    # rows below where they are (the partial's end is exact, its blank rows an estimate).
-                    old_height = item.height
+                    # The view reached the blank rows of a partial render: render it in full.
                     row = self._render_item(console, item, width, full=True)
-                    if anchor is not None and anchor[0] is item:
-                        anchor = (item, max(0, anchor[1] + item.height - old_height))
                 else:
                     continue
+                if was_partial and not item.partial and anchor is not None and anchor[0] is item:
+                    # Rendered in full (reached, or finished while scrolled up): keep the rows shown where they
+                    # are; the partial's end is exact, its blank rows above were an estimate.
+                    anchor = (item, max(0, anchor[1] + len(item.body) - old_rows))
                 changed_top = item.top + row if changed_top is None else min(changed_top, item.top + row)
                 rendered_any = True
                 self._layout_stale = True
@@ -850,6 +869,8 @@ class MessageList(ScrollView, can_focus=True):
             return
         for item in self._items:
             if not item.is_user:
+                if item.settling:
+                    self._unsettle(item)  # the thread renders in the old colours: render once, now
                 item.dirty = True
                 item.done_width = 0  # finished blocks of a stream, in the old colours
                 item.code_start = -1
@@ -877,6 +898,9 @@ class MessageList(ScrollView, can_focus=True):
             item.scanner = None
             item.done_body, item.done_end, item.done_width = [], 0, 0
             item.placeholder = 0
+        if item.settling and item.width != width:
+            # Re-wrapped (a resize) before the thread's render came: that render is for the old width.
+            self._unsettle(item)
         new_text = len(text) - (item.rendered_length if item.width == width else 0)
         body: list[Strip] | None = None
         if (
@@ -901,7 +925,7 @@ class MessageList(ScrollView, can_focus=True):
             while row < limit and body[row] == old_body[row]:
                 row += 1
             first_changed = row + 1
-        elif item.final is not None and item.final[:2] == (width, len(text)):
+        elif item.final is not None and item.final[0] == width and item.final[1] == text:
             body = item.final[2]
         elif text:
             body = render_markdown(console, text, width)
@@ -1003,7 +1027,7 @@ class MessageList(ScrollView, can_focus=True):
         second would dominate. Complete lines are rendered once, in pieces closed with the block's own
         fence; the pieces' padding rows at the seams are dropped so they join into one block. Only the last
         few lines are re-rendered at each flush. (Highlighting that spans a seam may differ until the
-        one-shot render at the end of the stream.)
+        one-shot render that follows the stream.)
         """
         scanner = item.scanner
         assert scanner is not None and scanner.fence is not None
@@ -1181,7 +1205,9 @@ class MessageList(ScrollView, can_focus=True):
         for item in self._items:
             if not first <= item.id <= last:
                 continue
-            self._render_in_full(item)
+            if shift := self._render_in_full(item):
+                selection = self._shift_selection(selection, item, shift)
+                self.screen.selections = {self: selection}  # the highlight follows the text too
             for row in range(item.height):
                 span = selection.get_span(item.id * ROWS_PER_MESSAGE + row)
                 if span is None:
@@ -1191,12 +1217,39 @@ class MessageList(ScrollView, can_focus=True):
                 lines.append(text[max(start, GUTTER_WIDTH) : len(text) if end == -1 else end].rstrip())
         return "\n".join(lines), "\n"
 
-    def _render_in_full(self, item: _Item) -> None:
-        """Render an item whose rows are an estimate, or blank above a partial render, before its text is used."""
-        if self._width and (item.width != self._width or item.partial):
-            self._render_item(self._reply_console(), item, self._width, full=True)
-            self._layout()
-            self.call_later(self._sync)
+    def _render_in_full(self, item: _Item) -> int:
+        """Render an item whose rows are an estimate, or blank above a partial render, before its text is used.
+
+        Return how far its last rows moved down (the blank rows above a partial render were an estimate); the view
+        keeps showing the same text.
+        """
+        if not self._width or (item.width == self._width and not item.partial):
+            return 0
+        was_partial, old_rows = item.partial and item.width == self._width, len(item.body)
+        anchor = self._anchor()
+        self._render_item(self._reply_console(), item, self._width, full=True)
+        shift = len(item.body) - old_rows if was_partial else 0
+        if anchor is not None and anchor[0] is item:
+            anchor = (item, max(0, anchor[1] + shift))
+        elif anchor is None and self._reserved_height:
+            self._reserved_height += shift  # following a stream: as many blank rows below it as before
+        self._layout()
+        if self._painting:  # a sync moves the view, which a paint must not do
+            self.call_later(self._sync, anchor)
+        else:
+            self._sync(anchor)
+        return shift
+
+    @staticmethod
+    def _shift_selection(selection: Selection, item: _Item, shift: int) -> Selection:
+        """The selection with its ends in `item` moved `shift` rows down."""
+
+        def moved(offset: Offset | None) -> Offset | None:
+            if offset is None or offset.y // ROWS_PER_MESSAGE != item.id:
+                return offset
+            return Offset(offset.x, offset.y + shift)
+
+        return Selection(moved(selection.start), moved(selection.end))
 
     def _select_message(self, item: _Item) -> None:
         """Select the text of one message's body (a double click), not Textual's select-all of the whole list."""
