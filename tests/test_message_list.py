@@ -973,6 +973,10 @@ async def test_replies_take_the_themes_colours_and_change_with_it(count_renders:
         assert count_renders, "a new theme renders the replies again"
         assert light[0] != dark[0] and light[1] != dark[1]
         assert sum(light[1].triplet) > sum(dark[1].triplet)  # a light background for code on a light theme
+        app.theme = "ansi-dark"  # the terminal's own colours: a tint would be a solid bar
+        await settle(pilot)
+        inline = code_colours(view, "inline code")[0]
+        assert inline is None or inline.is_default
 
 
 async def test_moving_the_selection_refreshes_bindings_only_when_they_change(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,6 +106,20 @@ async def test_the_colours_of_a_new_theme_are_kept_for_the_next_splash(settings:
         assert light != dark
 
 
+@pytest.mark.parametrize("theme", ["ansi-dark", "ansi-light"])
+async def test_the_ansi_themes_terminal_colours_are_kept_for_the_next_splash(settings: Settings, theme: str) -> None:
+    async with ChatApp(settings).run_test(size=(80, 24)) as pilot:
+        app = pilot.app
+        system = app.console.color_system
+        await _until(pilot, lambda: stored_colours(settings.db_path, system) is not None)
+        dark = stored_colours(settings.db_path, system)
+        app.theme = theme
+        await _until(pilot, lambda: stored_colours(settings.db_path, system) != dark)
+        kept = stored_colours(settings.db_path, system)
+        assert kept is not None and kept["dim"].endswith(";2")  # the terminal's foreground, dimmed by it
+        assert app.is_running
+
+
 async def _until(pilot: Any, condition: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

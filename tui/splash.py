@@ -125,6 +125,12 @@ def rendered_colours(app: App[Any], system: str | None = None) -> Colours:
     def sgr(colour: Any, foreground: bool) -> str:  # a Rich colour, as this colour system writes it
         return ";".join(colour.downgrade(target).get_ansi_codes(foreground))
 
+    def dimmed(background: Any, foreground: Any) -> str:
+        # The ANSI themes' colours are the terminal's own ("default", numbered), which only it can blend: ask it to.
+        if background.triplet is None or foreground.triplet is None:
+            return f"{sgr(foreground, True)};2"
+        return sgr(dim_color(background, foreground), True)
+
     screen = app.screen_stack[0]  # the chats, under whatever dialog is open
     _, _, header_bg, header_fg = screen.query_one(Header).colors
     background, foreground = header_bg.rich_color, header_fg.rich_color
@@ -132,7 +138,7 @@ def rendered_colours(app: App[Any], system: str | None = None) -> Colours:
         "system": system,
         "screen": sgr(screen.colors[2].rich_color, False),
         "header": f"{sgr(foreground, True)};{sgr(background, False)}",
-        "dim": sgr(dim_color(background, foreground), True),
+        "dim": dimmed(background, foreground),
         "footer": sgr(screen.query_one(Footer).colors[2].rich_color, False),
     }
 
