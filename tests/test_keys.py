@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual import events
 
-from tui.keys import PasteSafeParser
+from tui.keys import PasteSafeParser, read_escape_digits_as_alt
 
 INPUT = "ab\x1b[200~one \x1b[1mbold\x1b[0m\rtwo\x1b]0;title\x07 \x1b]0;t\x1b\\end\x1b\rthree\x1b[201~\rz\x1b[A"
 """Keys, a paste holding a colour code, two titles (OSC, ended by BEL and by ESC \\) and a stray ESC, then Enter,
@@ -40,3 +40,11 @@ def test_the_same_input_split_into_reads_anywhere_parses_the_same() -> None:
 
 def test_escape_outside_a_paste_is_not_held_back() -> None:
     assert parse("\x1b") == [("Key", "escape")]
+
+
+def test_esc_digit_is_alt_digit_at_once_without_waiting_for_the_escape_delay() -> None:
+    read_escape_digits_as_alt()  # as the launcher does
+    parser = PasteSafeParser()
+    # One read, no end of input, no timer tick: a sequence Textual did not know waited 0.1 s for more bytes.
+    keys = [(e.key, e.character) for e in parser.feed("\x1b1\x1b0x¡") if isinstance(e, events.Key)]
+    assert keys == [("alt+1", None), ("alt+0", None), ("x", "x"), ("inverted_exclamation_mark", "¡")]
