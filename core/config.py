@@ -92,13 +92,17 @@ class Profile:
         raise ConfigError(f"No API key for profile '{self.name}': {where} (or run with --demo to try it offline).")
 
 
+DEFAULT_THEME = "textual-dark"
+"""The theme without a choice in the config, the environment or the app (a Textual theme name)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     db_path: Path
     profiles: dict[str, Profile]
     default_profile: str
     config_path: Path
-    theme: str = "textual-dark"
+    theme: str = DEFAULT_THEME
     keys: dict[str, str] = field(default_factory=dict)
     """Binding id → key(s), from the ``[keys]`` table of the config file."""
     demo: bool = False
@@ -201,7 +205,7 @@ def load_settings(
         profiles=profiles,
         default_profile=chosen,
         config_path=config_path,
-        theme=str(env.get("CHAT_TUI_THEME") or file.get("theme", "textual-dark")),
+        theme=str(env.get("CHAT_TUI_THEME") or file.get("theme", DEFAULT_THEME)),
         keys={str(k): str(v) for k, v in keys.items()},
         demo=demo,
         environ=env,

@@ -836,6 +836,32 @@ async def test_the_open_tabs_come_back_at_the_next_start(settings: Settings) -> 
         assert [label(again, tab) for tab in again.tabs] == ["First chat", "Chat [b]two[/b]"]
 
 
+async def theme_at_start(settings: Settings) -> tuple[str, list[str]]:
+    """The theme a start of the app shows, and the warnings it gives."""
+    app = ChatApp(settings)
+    warnings: list[str] = []
+    app.notify = lambda message, severity="information", **_: warnings.append(message)  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.pause()
+        return app.theme, warnings
+
+
+async def test_a_picked_theme_is_remembered_until_the_configured_one_changes(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        app.theme = "nord"  # as the palette's Theme command sets it
+        await until(pilot, lambda: db_rows(settings.db_path, "SELECT value FROM app_state WHERE key = 'theme'"))
+    assert await theme_at_start(settings) == ("nord", [])
+    # CHAT_TUI_THEME or the config file naming another theme is a newer choice than the pick.
+    assert await theme_at_start(replace(settings, theme="gruvbox")) == ("gruvbox", [])
+    assert await theme_at_start(replace(settings, theme="no-such-theme")) == (
+        "textual-dark",
+        ["There is no theme 'no-such-theme': choose one with ctrl+p, Theme."],
+    )
+
+
 async def test_scrolling_to_the_top_loads_earlier_messages_down_to_the_first(settings: Settings) -> None:
     """A session opens on its newest page of messages; Home at the top of the list brings in the earlier ones."""
     texts = [f"Message number {n:03d}" for n in range(250)]

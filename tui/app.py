@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Header, TabbedContent, Tabs
 
-from core.config import Settings
+from core.config import DEFAULT_THEME, Settings
 from core.engine import ChatEngine
 from core.errors import ChatError
 from core.export import to_markdown
@@ -124,7 +124,7 @@ class ChatApp(App[None]):
             self.exit(return_code=1, message=f"chat-tui: {error}")
             return
         store = self.engine.store
-        self.theme = await store.get_state(THEME_STATE) or self.settings.theme
+        self.theme = self._theme_to_use(await store.get_state(THEME_STATE))
         self.theme_changed_signal.subscribe(self, self._remember_theme)
         self.app_resume_signal.subscribe(self, self._repaint_after_suspend)
         self._first_frame_colours = await store.get_state(COLOURS_STATE)
@@ -265,8 +265,28 @@ class ChatApp(App[None]):
         assert self.engine is not None
         await self.engine.store.set_state(key, value)
 
+    def _theme_to_use(self, saved: object) -> str:
+        """The theme last picked in the app, unless the configured one (environment, config file) changed since
+        the pick: the latest choice wins. An unknown name is reported, not fatal."""
+        configured = self.settings.theme
+        if configured not in self.available_themes:
+            self.notify(
+                f"There is no theme {configured!r}: choose one with ctrl+p, Theme.",
+                title="Unknown theme",
+                severity="warning",
+                markup=False,
+            )
+            configured = DEFAULT_THEME
+        if isinstance(saved, dict) and saved.get("over") == self.settings.theme:
+            picked = saved.get("theme")
+        elif isinstance(saved, str):  # kept by an earlier version, with no record of what it overrode
+            picked = saved
+        else:
+            picked = None
+        return picked if isinstance(picked, str) and picked in self.available_themes else configured
+
     def _remember_theme(self, theme: object) -> None:
-        self._write_state(THEME_STATE, self.theme)
+        self._write_state(THEME_STATE, {"theme": self.theme, "over": self.settings.theme})
         self.call_after_refresh(self._remember_first_frame)
 
     def _repaint_after_suspend(self, _app: object) -> None:
