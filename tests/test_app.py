@@ -647,6 +647,17 @@ async def test_a_failing_tab_beside_a_healthy_one_and_retry(
         assert prompts_seen(server) == {failing: 2, strip_directives(healthy): 1}
 
 
+async def test_a_failed_reply_names_the_retry_key_as_remapped(settings: Settings) -> None:
+    app = ChatApp(replace(settings, keys={"tab.retry_last": "f9"}))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, "Fail [[status=500]]")
+        await until(pilot, lambda: settled(tab), "the failure")
+        await until(pilot, lambda: "f9 to retry" in screen_text(app), "the mark naming f9")
+        await pilot.press("f9")
+        await until(pilot, lambda: last_reply(tab).sibling_count == 2, "the retry")
+
+
 async def test_a_missing_key_shows_a_banner_and_sending_saves_nothing(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[profiles.default]\nbase_url = "https://api.example.invalid/v1"\n', encoding="utf-8")

@@ -627,7 +627,7 @@ async def test_regenerate_edit_and_interrupted_mark() -> None:
         )
         view.focus()
         await settle(pilot)
-        assert any("⏸ interrupted — partial reply kept" in line for line in visible_lines(view))
+        assert any("⏸ interrupted, partial reply kept — ctrl+r to retry" in line for line in visible_lines(view))
         view.append_entry(ChatEntry(make_message(3, "user", "Again")))
         view.append_entry(ChatEntry(make_message(4, "assistant", "", Status.INTERRUPTED)))
         await settle(pilot)

@@ -102,13 +102,14 @@ class PasteSafeParser(XTermParser):
         return "".join(out)
 
 
-def bound_keys(node: DOMNode, action: str) -> list[str]:
-    """The keys that run ``action`` on ``node`` now (as remapped in config.toml), as the Footer shows them."""
+def bound_keys(node: DOMNode, action: str, *, as_footer: bool = True) -> list[str]:
+    """The keys that run ``action`` on ``node`` now (as remapped in config.toml), as the Footer shows them ("^r"),
+    or else as written in the config ("ctrl+r", for prose)."""
     # Textual applies the app's keymap to a copy of each node's bindings as it dispatches a key; so does this.
     bindings = node._bindings.copy()
     bindings.apply_keymap(node.app._keymap)
     return [
-        node.app.get_key_display(binding)
+        node.app.get_key_display(binding) if as_footer else binding.key
         for for_key in bindings.key_to_bindings.values()
         for binding in for_key
         if binding.action == action

@@ -65,7 +65,7 @@ ROWS_PER_MESSAGE = 1 << 24
 """Text selection addresses row r of message m as y = m * ROWS_PER_MESSAGE + r: ids grow along a conversation's
 path, so the order holds, and no address moves when earlier messages load or a reply above grows."""
 STREAMING_MARK = "▍"
-INTERRUPTED_NOTE = "⏸ interrupted — partial reply kept"
+INTERRUPTED_NOTE = "⏸ interrupted, partial reply kept"
 INTERRUPTED_EMPTY_NOTE = "⏸ interrupted before the first word"
 
 
@@ -324,12 +324,15 @@ class MessageList(ScrollView, can_focus=True):
         entries: Sequence[ChatEntry] = (),
         *,
         has_earlier: bool = False,
+        retry_key: str = "ctrl+r",
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
         disabled: bool = False,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self._retry_key = retry_key
+        """The key named in a failed or interrupted reply's mark (it posts RetryRequested through its owner)."""
         self._items: list[_Item] = []
         self._by_id: dict[int, _Item] = {}
         self._tops: list[int] = []
@@ -936,10 +939,10 @@ class MessageList(ScrollView, can_focus=True):
             footer = [Strip([Segment(STREAMING_MARK)], 1).adjust_cell_length(width)]
         elif message.status == Status.INTERRUPTED:
             note = INTERRUPTED_NOTE if text.strip() else INTERRUPTED_EMPTY_NOTE
-            footer = [Strip([Segment(note)]).adjust_cell_length(width)]
+            footer = render_plain(console, f"{note} — {self._retry_key} to retry", width)
         elif message.status == Status.ERROR:
             error = (message.error or "The reply failed.").strip()
-            footer = render_plain(console, f"⚠ {error} — ctrl+r to retry", width)
+            footer = render_plain(console, f"⚠ {error} — {self._retry_key} to retry", width)
         item.final = None
         item.body = body
         item.partial = partial
