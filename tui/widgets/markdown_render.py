@@ -36,6 +36,10 @@ class ReplyConsole(Console):
     def __init__(self, styles: dict[str, Style] | None = None, *, dark: bool = True) -> None:
         super().__init__(
             theme=Theme(styles or {}),
+            # A size of its own: without one, Rich asks the terminal and the environment for it whenever a render
+            # takes the console's options (a sixth of a short render's time here). Each render sets its width.
+            width=80,
+            height=25,
             file=io.StringIO(),
             color_system="truecolor",
             force_terminal=True,
