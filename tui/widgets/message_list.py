@@ -371,6 +371,8 @@ class MessageList(ScrollView, can_focus=True):
         """Inside `_one_sync`: syncs are deferred to its end."""
         self._painting = False
         """Inside `render_lines`: rows are painted, not hit-tested (see `render_line`)."""
+        self._paint_frame = (0, 0, False)
+        """While painting: the content width, the top row and whether attached, the same for every row."""
         self._painted_selection: Selection | None = None
         """The text selection (as row addresses), looked up once for all the rows `render_lines` paints."""
         self._batched_sync = False
@@ -1120,21 +1122,22 @@ class MessageList(ScrollView, can_focus=True):
         return Strip(segments, 2 + line.cell_length).adjust_cell_length(content_width, under)
 
     def render_line(self, y: int) -> Strip:
-        content_width = self.scrollable_content_region.width
-        if not self.is_attached:  # painted behind a dialog after its tab closed: see PromptInput.render_lines
+        if self._painting:
+            content_width, top, attached = self._paint_frame
+        else:
+            content_width, top, attached = self.scrollable_content_region.width, round(self.scroll_y), self.is_attached
+        if not attached:  # painted behind a dialog after its tab closed: see PromptInput.render_lines
             return Strip.blank(content_width)
-        item = self._item_at(round(self.scroll_y) + y)
+        item = self._item_at(top + y)
         if item is None:
             return Strip.blank(content_width, self._get_styles().base)
-        if self._width and (
-            item.width != self._width or (item.partial and 0 < round(self.scroll_y) + y - item.top <= item.placeholder)
-        ):
+        if self._width and (item.width != self._width or (item.partial and 0 < top + y - item.top <= item.placeholder)):
             # Painted before a sync reached it (rare): render now, let a sync settle heights after the frame.
             # (An item that is merely dirty keeps serving its old lines until the next flush.)
             self._render_item(self._reply_console(), item, self._width, full=True)
             self._layout()
             self.call_later(self._sync)
-        row = round(self.scroll_y) + y - item.top
+        row = top + y - item.top
         if item.rows_generation != self._style_generation:
             item.rows.clear()
             item.rows_generation = self._style_generation
@@ -1152,8 +1155,11 @@ class MessageList(ScrollView, can_focus=True):
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # Detached (its tab closed behind a dialog) it has no screen to hold a selection: see `render_line`.
-        selection = self.text_selection if self.is_attached else None
+        attached = self.is_attached
+        selection = self.text_selection if attached else None
         self._painting, self._painted_selection = True, self._addressed(selection) if selection else None
+        # Once for all the rows: the content region is looked up through the screen, a sizeable part of a row.
+        self._paint_frame = (self.scrollable_content_region.width, round(self.scroll_y), attached)
         try:
             return super().render_lines(crop)
         finally:
