@@ -682,6 +682,15 @@ async def stream_while_hidden(app: ListApp, pilot: Pilot[None], reply: str) -> M
     return view
 
 
+async def shown_from_its_end(app: ListApp, pilot: Pilot[None], reply: str) -> MessageList:
+    """A reply streamed in whole while hidden, still streaming, then shown: rendered from its end (id 3)."""
+    view = await stream_while_hidden(app, pilot, reply)
+    app.query_one("#pane").display = True
+    await settle(pilot)
+    assert view._by_id[3].partial
+    return view
+
+
 async def test_big_hidden_reply_shows_its_end_then_renders_in_full() -> None:
     reply = BIG_REPLY
     app = ListApp()
@@ -767,10 +776,7 @@ async def test_a_reply_finished_while_hidden_is_rendered_ahead_and_paints_up_to_
 async def test_a_big_reply_shown_from_its_end_streams_on_from_there(count_renders: list[str]) -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        view = await stream_while_hidden(app, pilot, BIG_REPLY)
-        app.query_one("#pane").display = True
-        await settle(pilot)
-        assert view._by_id[3].partial
+        view = await shown_from_its_end(app, pilot, BIG_REPLY)
         count_renders.clear()
         for n in range(4):
             view.append_text(3, f"\n\nMore words {n}: " + "and more " * 10)
@@ -796,10 +802,7 @@ async def test_scrolling_up_a_reply_streaming_from_its_end_renders_it_whole_and_
 ) -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        view = await stream_while_hidden(app, pilot, BIG_REPLY)
-        app.query_one("#pane").display = True
-        await settle(pilot)
-        assert view._by_id[3].partial
+        view = await shown_from_its_end(app, pilot, BIG_REPLY)
         view.scroll_to(y=0, animate=False)
         await settle(pilot)
         assert not view._by_id[3].partial
@@ -932,9 +935,7 @@ async def test_text_dragged_over_in_a_reply_shown_from_its_end_is_copied_as_show
 async def test_a_reply_shown_from_its_end_finishing_while_scrolled_up_keeps_the_view() -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        view = await stream_while_hidden(app, pilot, LONG_WORDS_REPLY)
-        app.query_one("#pane").display = True
-        await settle(pilot)
+        view = await shown_from_its_end(app, pilot, LONG_WORDS_REPLY)
         item = view._by_id[3]
         view.scroll_to(y=item.top + item.placeholder + 8, animate=False)  # up, but short of the blank rows
         await settle(pilot)
