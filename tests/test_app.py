@@ -656,6 +656,12 @@ async def test_a_failed_reply_names_the_retry_key_as_remapped(settings: Settings
         await until(pilot, lambda: "f9 to retry" in screen_text(app), "the mark naming f9")
         await pilot.press("f9")
         await until(pilot, lambda: last_reply(tab).sibling_count == 2, "the retry")
+    # ctrl+r given to another action takes it from retry, which the mark then does not name.
+    app = ChatApp(replace(settings, keys={"tab.cancel_reply": "ctrl+r"}))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await until(pilot, lambda: "⚠" in screen_text(app), "the failed reply restored")
+        assert "to retry" not in screen_text(app)
 
 
 async def test_a_missing_key_shows_a_banner_and_sending_saves_nothing(tmp_path: Path) -> None:
@@ -863,7 +869,7 @@ async def test_a_picked_theme_is_remembered_until_the_configured_one_changes(set
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         app.theme = "nord"  # as the palette's Theme command sets it
-        await until(pilot, lambda: db_rows(settings.db_path, "SELECT value FROM app_state WHERE key = 'theme'"))
+        await until(pilot, lambda: "nord" in str(db_rows(settings.db_path, "SELECT value FROM app_state")))
     assert await theme_at_start(settings) == ("nord", [])
     # CHAT_TUI_THEME or the config file naming another theme is a newer choice than the pick.
     assert await theme_at_start(replace(settings, theme="gruvbox")) == ("gruvbox", [])
@@ -871,6 +877,14 @@ async def test_a_picked_theme_is_remembered_until_the_configured_one_changes(set
         "textual-dark",
         ["There is no theme 'no-such-theme': choose one with ctrl+p, Theme."],
     )
+    assert await theme_at_start(replace(settings, theme="gruvbox")) == ("gruvbox", [])  # the typo fixed: no "nord"
+    # An earlier version kept a bare name, also when nothing was picked: it counts for the default theme only.
+    with sqlite3.connect(settings.db_path) as db:
+        db.execute("UPDATE app_state SET value = ? WHERE key = 'theme'", ('"nord"',))
+    assert await theme_at_start(replace(settings, theme="gruvbox")) == ("gruvbox", [])
+    with sqlite3.connect(settings.db_path) as db:
+        db.execute("UPDATE app_state SET value = ? WHERE key = 'theme'", ('"nord"',))
+    assert await theme_at_start(settings) == ("nord", [])
 
 
 async def test_scrolling_to_the_top_loads_earlier_messages_down_to_the_first(settings: Settings) -> None:

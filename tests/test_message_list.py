@@ -615,6 +615,20 @@ async def test_error_message_shows_its_text_and_r_retries() -> None:
         assert app.posted[0].message_id == 2
 
 
+async def test_only_the_last_replys_mark_names_the_retry_key() -> None:
+    app = ListApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one(MessageList)
+        failed = ChatEntry(make_message(2, "assistant", "", Status.ERROR, error="The server is down."))
+        view.set_entries([ChatEntry(make_message(1, "user", "Hi")), failed])
+        await settle(pilot)
+        assert any("⚠ The server is down. — ctrl+r to retry" in line for line in visible_lines(view))
+        view.append_entry(ChatEntry(make_message(3, "user", "Again")))  # the key retries the last reply only
+        await settle(pilot)
+        lines = [line.rstrip() for line in visible_lines(view)]
+        assert "▌ ⚠ The server is down." in lines and not any("to retry" in line for line in lines)
+
+
 async def test_regenerate_edit_and_interrupted_mark() -> None:
     app = ListApp()
     async with app.run_test(size=(100, 30)) as pilot:

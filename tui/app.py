@@ -124,7 +124,10 @@ class ChatApp(App[None]):
             self.exit(return_code=1, message=f"chat-tui: {error}")
             return
         store = self.engine.store
-        self.theme = self._theme_to_use(await store.get_state(THEME_STATE))
+        saved = await store.get_state(THEME_STATE)
+        self.theme = self._theme_to_use(saved)
+        if saved != self._theme_state():  # what it overrides, from now on (an older version kept a name only)
+            self._write_state(THEME_STATE, self._theme_state())
         self.theme_changed_signal.subscribe(self, self._remember_theme)
         self.app_resume_signal.subscribe(self, self._repaint_after_suspend)
         self._first_frame_colours = await store.get_state(COLOURS_STATE)
@@ -279,14 +282,17 @@ class ChatApp(App[None]):
             configured = DEFAULT_THEME
         if isinstance(saved, dict) and saved.get("over") == self.settings.theme:
             picked = saved.get("theme")
-        elif isinstance(saved, str):  # kept by an earlier version, with no record of what it overrode
-            picked = saved
+        elif isinstance(saved, str) and self.settings.theme == DEFAULT_THEME:
+            picked = saved  # kept by an earlier version, with no record of what it overrode: not a configured one
         else:
             picked = None
         return picked if isinstance(picked, str) and picked in self.available_themes else configured
 
+    def _theme_state(self) -> dict[str, str]:
+        return {"theme": self.theme, "over": self.settings.theme}
+
     def _remember_theme(self, theme: object) -> None:
-        self._write_state(THEME_STATE, {"theme": self.theme, "over": self.settings.theme})
+        self._write_state(THEME_STATE, self._theme_state())
         self.call_after_refresh(self._remember_first_frame)
 
     def _repaint_after_suspend(self, _app: object) -> None:

@@ -119,8 +119,8 @@ class ChatTab(TabPane):
 
     def compose(self) -> ComposeResult:
         yield Static("Ask anything. Enter sends · ctrl+j adds a line · F1 lists every key.", classes="empty-hint")
-        retry = bound_keys(self, "retry_last", as_footer=False)
-        yield MessageList(retry_key=retry[0] if retry else "ctrl+r")
+        retry = bound_keys(self, "retry_last", as_footer=False)  # none if remapped away
+        yield MessageList(retry_key=retry[0] if retry else None)
         yield Static("", classes="banner")
         yield self._prompt
         yield StatusLine(classes="status-line")

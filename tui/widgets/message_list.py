@@ -324,7 +324,7 @@ class MessageList(ScrollView, can_focus=True):
         entries: Sequence[ChatEntry] = (),
         *,
         has_earlier: bool = False,
-        retry_key: str = "ctrl+r",
+        retry_key: str | None = "ctrl+r",
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
@@ -332,7 +332,7 @@ class MessageList(ScrollView, can_focus=True):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self._retry_key = retry_key
-        """The key named in a failed or interrupted reply's mark (it posts RetryRequested through its owner)."""
+        """The key named in the last reply's mark when it failed or was interrupted (its owner binds it)."""
         self._items: list[_Item] = []
         self._by_id: dict[int, _Item] = {}
         self._tops: list[int] = []
@@ -425,8 +425,14 @@ class MessageList(ScrollView, can_focus=True):
         item = _Item(entry)
         if self._width:
             item.height = item.estimate_height(self._width)
+        before = self._items[-1] if self._items else None
         self._items.append(item)
         self._by_id[item.id] = item
+        if before is not None and before.footer and before.width:
+            # No longer the last: its mark no longer names the retry key.
+            before.footer = self._footer(self._reply_console(), before, before.width)
+            before.height = 1 + len(before.body) + len(before.footer) + 1
+            before.rows.clear()
         self._streaming = None
         self._layout_stale = True
         self._reserved_height = 0
@@ -896,7 +902,6 @@ class MessageList(ScrollView, can_focus=True):
         reaches those blank rows (`full`: `_sync`, or `render_line` for a jump straight there). A reply still
         streaming goes on from its partial render, block by block; once finished, its end is rendered again.
         """
-        message = item.entry.message
         first_changed = 0
         text = item.text
         if full and item.partial:
@@ -936,27 +941,34 @@ class MessageList(ScrollView, can_focus=True):
             body = render_markdown(console, text, width)
         else:
             body = []
-        footer: list[Strip] = []
-        if message.status == Status.STREAMING:
-            footer = [Strip([Segment(STREAMING_MARK)], 1).adjust_cell_length(width)]
-        elif message.status == Status.INTERRUPTED:
-            note = INTERRUPTED_NOTE if text.strip() else INTERRUPTED_EMPTY_NOTE
-            footer = render_plain(console, f"{note} — {self._retry_key} to retry", width)
-        elif message.status == Status.ERROR:
-            error = (message.error or "The reply failed.").strip()
-            footer = render_plain(console, f"⚠ {error} — {self._retry_key} to retry", width)
         item.final = None
         item.body = body
         item.partial = partial
         if not partial:
             item.placeholder = 0
-        item.footer = footer
+        item.footer = self._footer(console, item, width)
         item.width = width
         item.dirty = False
         item.rendered_length = len(text)
-        item.height = 1 + len(body) + len(footer) + 1
+        item.height = 1 + len(body) + len(item.footer) + 1
         item.rows.clear()
         return first_changed
+
+    def _footer(self, console: Console, item: _Item, width: int) -> list[Strip]:
+        """The lines below a reply's body: the streaming mark, or what went wrong and how to retry."""
+        message = item.entry.message
+        if message.status == Status.STREAMING:
+            return [Strip([Segment(STREAMING_MARK)], 1).adjust_cell_length(width)]
+        if message.status == Status.INTERRUPTED:
+            mark = INTERRUPTED_NOTE if item.text.strip() else INTERRUPTED_EMPTY_NOTE
+        elif message.status == Status.ERROR:
+            mark = "⚠ " + (message.error or "The reply failed.").strip()
+        else:
+            return []
+        # The retry key acts on the last reply only: an earlier one is retried by selecting it (r).
+        if self._retry_key and self._items and item is self._items[-1]:
+            mark += f" — {self._retry_key} to retry"
+        return render_plain(console, mark, width)
 
     def _render_partial(self, console: Console, item: _Item, width: int, rows: int) -> list[Strip] | None:
         """Render the end of an item's text (see `_render_item`); None if it cannot be split."""
