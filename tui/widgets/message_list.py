@@ -868,7 +868,8 @@ class MessageList(ScrollView, can_focus=True):
         return self._replies_console
 
     def _restyle_replies(self) -> None:
-        """The styles changed (a new theme, or only a focus): render the replies again if their colours did."""
+        """The styles changed (a new theme, or a class that left the replies alone): render them again if their
+        colours changed."""
         old, self._replies_console = self._replies_console, None
         new = self._reply_console()
         if (
