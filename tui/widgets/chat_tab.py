@@ -463,9 +463,9 @@ class ChatTab(TabPane):
         self.query_one(StatusLine).text = " │ ".join(p for p in parts if p)
 
     def _stop_key(self) -> str:
-        """The key that stops the reply, as remapped in config.toml."""
-        keys = bound_keys(self, "cancel_reply")
-        return "Esc" if not keys or keys[0] == "esc" else keys[0]
+        """The key that stops the reply, as remapped in config.toml (written as the retry key in marks is)."""
+        keys = bound_keys(self, "cancel_reply", as_footer=False)
+        return "Esc" if not keys or keys[0] == "escape" else keys[0]
 
     def set_session(self, session: Session) -> None:
         """Session data changed elsewhere (rename, model, system prompt)."""

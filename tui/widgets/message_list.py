@@ -543,7 +543,7 @@ class MessageList(ScrollView, can_focus=True):
 
     @staticmethod
     def _unsettle(item: _Item) -> None:
-        """Drop the streamed state of a finished reply: its next render is a one-shot render."""
+        """Drop an item's streamed state (blocks rendered so far, a settle to come): its next render starts over."""
         item.settling = False
         item.scanner = None
         item.done_body, item.done_end, item.done_width = [], 0, 0
@@ -906,8 +906,7 @@ class MessageList(ScrollView, can_focus=True):
         first_changed = 0
         text = item.text
         if full and item.partial:
-            item.scanner = None
-            item.done_body, item.done_end, item.done_width = [], 0, 0
+            self._unsettle(item)
             item.placeholder = 0
         if item.settling and item.width != width:
             # Re-wrapped (a resize) before the thread's render came: that render is for the old width.
