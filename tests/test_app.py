@@ -1286,10 +1286,17 @@ async def test_keys_remapped_in_the_config_work_and_an_unknown_id_is_reported(
         await until(pilot, lambda: len(app.tabs) == 2, "a tab opened by the remapped key")
         # F1 lists the key as remapped.
         await press(pilot, "f1")
-        await until(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen.query(DataTable), "the help")
-        table = app.screen.query_one(DataTable)
-        rows = [[str(cell) for cell in table.get_row_at(n)] for n in range(table.row_count)]
-        assert [row for row in rows if row[3] == "app.new_tab"] == [["App", "ctrl+n", "New chat", "app.new_tab"]]
+        await until(pilot, lambda: help_rows(app), "the help's rows")
+        assert [row for row in help_rows(app) if row[3] == "app.new_tab"] == [
+            ["App", "ctrl+n", "New chat", "app.new_tab"]
+        ]
+
+
+def help_rows(app: ChatApp) -> list[list[str]]:
+    """The rows of the help screen's table, once it is shown and filled (it is filled after it is mounted)."""
+    tables = app.screen.query(DataTable) if isinstance(app.screen, HelpScreen) else []
+    table = tables.first() if tables else None
+    return [[str(cell) for cell in table.get_row_at(n)] for n in range(table.row_count)] if table else []
 
 
 async def test_f1_lists_the_key_bindings(settings: Settings) -> None:
@@ -1297,9 +1304,8 @@ async def test_f1_lists_the_key_bindings(settings: Settings) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         await pilot.press("f1")
-        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
-        table = app.screen.query_one(DataTable)
-        rows = [[str(cell) for cell in table.get_row_at(n)] for n in range(table.row_count)]
+        await until(pilot, lambda: help_rows(app), "the help's rows")
+        rows = help_rows(app)
         ids = {row[3] for row in rows}
         assert {"app.new_tab", "app.close_tab", "app.sessions", "tab.cancel_reply", "message_list.regenerate"} <= ids
         assert ["App", "ctrl+t", "New chat", "app.new_tab"] in rows
