@@ -49,6 +49,12 @@ class SteadyFooter(Footer):
             yield from children  # groups or labels: their widths are not the ones above, so shown as Textual would
             return
         compact = self.compact
+        for key in keys:
+            # A FooterKey starts compact and is bound to the Footer's value once mounted: each change of class
+            # restyles it on the spot (~2 ms apiece, every key of every rebuild). Given the value now, it has none.
+            # The palette's key is not bound: always compact.
+            if not key.has_class("-command-palette"):
+                key.set_reactive(FooterKey.compact, compact)
         needed = sum(key_width(key, compact=compact) for key in keys)
         self._needed, self._composed_width = needed, self.size.width
         dropped: set[int] = set()
