@@ -43,6 +43,7 @@ from tui.screens.dialogs import TextPrompt
 from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelPicker
 from tui.screens.session_browser import SessionBrowser
+from tui.widgets import chat_tab as chat_tab_module
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.message_list import ChatEntry, MessageList
 from tui.widgets.prompt_input import PromptInput
@@ -887,38 +888,104 @@ async def test_a_picked_theme_is_remembered_until_the_configured_one_changes(set
     assert await theme_at_start(settings) == ("nord", [])
 
 
-async def test_scrolling_to_the_top_loads_earlier_messages_down_to_the_first(settings: Settings) -> None:
-    """A session opens on its newest page of messages; Home at the top of the list brings in the earlier ones."""
-    texts = [f"Message number {n:03d}" for n in range(250)]
+async def long_session(settings: Settings, count: int) -> tuple[int, list[str]]:
+    """A session of ``count`` messages, saved as the tab to restore at start: (session id, the texts)."""
+    texts = [f"Message number {n:03d}" for n in range(count)]
     async with ChatEngine.open(settings) as engine:
         session = await engine.store.create_session("A long one")
         roles = [Role.USER, Role.ASSISTANT]
         await engine.store.add_messages(session.id, None, [(roles[n % 2], text) for n, text in enumerate(texts)])
         await engine.store.set_state(OPEN_TABS_STATE, {"sessions": [session.id], "active": 0})
+    return session.id, texts
+
+
+async def test_scrolling_to_the_top_loads_earlier_messages_and_home_goes_to_the_first(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session opens on its newest page of messages; the top of the list brings in the page before, and one
+    Home (from the messages) brings in every earlier page, down to the first message."""
+    monkeypatch.setattr(chat_tab_module, "PAGE_TO_FIRST", 100)  # three pages on the way to the first
+    session_id, texts = await long_session(settings, 450)
 
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         tab = app.tabs[0]
         view = message_list(tab)
-        await until(pilot, lambda: tab.session_id == session.id and view.entries, "the restored session")
+        await until(pilot, lambda: tab.session_id == session_id and view.entries, "the restored session")
         page = len(view.entries)
         assert page < len(texts)  # a page, not all of it
         view.scroll_home(animate=False)  # as with the wheel or the scrollbar
         await until(pilot, lambda: len(view.entries) > page, "the page before")
-        # Then Home, from the messages, until the first one is in.
+        assert len(view.entries) == 2 * page
         await press(pilot, "shift+tab")
         await until(pilot, lambda: app.focused is view, "the messages")
-        for _ in range(len(texts) // 50):
-            if view.entries[0].message.content == texts[0]:
-                break
-            loaded = len(view.entries)
-            await press(pilot, "home")
-            await until(pilot, lambda n=loaded: len(view.entries) > n, "earlier messages")
-        assert [e.message.content for e in view.entries] == texts  # each once, in order
         await press(pilot, "home")
         await until(pilot, lambda: texts[0] in screen_text(app), "the first message")
+        assert [e.message.content for e in view.entries] == texts  # each once, in order
         assert view.selected_id == view.entries[0].message.id
+        assert view.scroll_y == 0
+
+
+async def test_moving_before_home_reached_the_first_message_stops_it_there(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chat_tab_module, "PAGE_TO_FIRST", 100)
+    session_id, texts = await long_session(settings, 350)
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.tabs[0]
+        view = message_list(tab)
+        await until(pilot, lambda: tab.session_id == session_id and view.entries, "the restored session")
+        store = tab.engine.store
+        path, release = store.path, asyncio.Event()
+
+        async def held_path(leaf_id: int, *, limit: int | None = None) -> list[Any]:
+            await release.wait()
+            return await path(leaf_id, limit=limit)
+
+        monkeypatch.setattr(store, "path", held_path)
+        await press(pilot, "shift+tab")
+        await until(pilot, lambda: app.focused is view, "the messages")
+        loaded = len(view.entries)
+        await press(pilot, "home")
+        await press(pilot, "end")  # back to the newest before the earlier messages came
+        release.set()
+        await until(pilot, lambda: len(view.entries) > loaded, "the earlier messages")
+        await pilot.pause()
+        assert len(view.entries) == loaded + 100  # the page asked for, no more
+        assert view.selected_id is None
+        assert view.scroll_y == view.max_scroll_y > 0
+        assert texts[-1] in screen_text(app)
+
+
+async def test_a_damaged_page_of_the_database_is_told_in_the_tab_and_the_app_goes_on(settings: Settings) -> None:
+    """Opening a conversation whose messages sit on a damaged page shows SQLite's complaint in plain words."""
+    marker = "Damaged-page-marker"
+    async with ChatEngine.open(settings) as engine:
+        session = await engine.store.create_session("On a damaged page")
+        rows = [(Role.USER if n % 2 == 0 else Role.ASSISTANT, f"{marker} {n:03d} " + "words " * 60) for n in range(60)]
+        await engine.store.add_messages(session.id, None, rows)
+        await engine.store.set_state(OPEN_TABS_STATE, {"sessions": [session.id], "active": 0})
+    data = bytearray(settings.db_path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    damaged = 0
+    for start in range(page_size, len(data), page_size):  # never page 1: the header and the schema
+        if marker.encode() in data[start : start + page_size]:
+            data[start : start + page_size] = b"\xff" * page_size
+            damaged += 1
+    assert damaged
+    settings.db_path.write_bytes(bytes(data))
+
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.tabs[0]
+        await until(pilot, lambda: tab.has_class("-banner"), "the banner")
+        assert "is damaged" in screen_text(app)
+        await new_tab(pilot)  # the app goes on
+        assert app.is_running and len(app.tabs) == 2
 
 
 async def saved_draft(pilot: Pilot[Any], session_id: int | None) -> str:

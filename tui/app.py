@@ -330,17 +330,22 @@ class ChatApp(App[None]):
     async def open_session(self, session_id: int, message_id: int | None = None) -> None:
         """Focus the tab already showing the session, or open it in a new tab; at ``message_id``'s branch."""
         assert self.engine is not None
-        tab = self.tab_for(session_id)
-        if tab is None:
-            blank = self.active_tab if self.active_tab is not None and self.active_tab.is_blank else None
-            tab = await self.add_tab(await self.engine.store.get_session(session_id))
-            if blank is not None:  # an untouched new chat gives its place up, as a browser's blank tab does
-                await self.tabbed.remove_pane(blank.id or "")
-                self._save_tabs()
-        else:
-            self.activate(tab)
-        if message_id is not None:
-            leaf = await self.engine.store.newest_leaf_under(message_id)
+        store = self.engine.store
+        try:
+            tab = self.tab_for(session_id)
+            if tab is None:
+                blank = self.active_tab if self.active_tab is not None and self.active_tab.is_blank else None
+                tab = await self.add_tab(await store.get_session(session_id))
+                if blank is not None:  # an untouched new chat gives its place up, as a browser's blank tab does
+                    await self.tabbed.remove_pane(blank.id or "")
+                    self._save_tabs()
+            else:
+                self.activate(tab)
+            leaf = await store.newest_leaf_under(message_id) if message_id is not None else None
+        except ChatError as error:  # deleted by another process, or a damaged page of the database
+            self.notify(str(error), severity="error", markup=False)
+            return
+        if leaf is not None:
             await tab.load(session_id, leaf, select=message_id)
 
     # -- actions: one line each where they can be ----------------------------------------------------------------

@@ -31,6 +31,8 @@ from tui.widgets.status_line import StatusLine
 
 PAGE = 100
 """Messages loaded at a time: the newest first, earlier ones when the user scrolls to the top."""
+PAGE_TO_FIRST = 1000
+"""Messages loaded at a time on the way to the first one (Home): ~10 ms to add on the event loop."""
 
 
 @dataclass
@@ -215,7 +217,16 @@ class ChatTab(TabPane):
         return entries
 
     async def load(self, session_id: int, leaf_id: int | None = None, *, select: int | None = None) -> None:
-        """Show the session's branch ending at ``leaf_id`` (default: its newest message), newest page first."""
+        """Show the session's branch ending at ``leaf_id`` (default: its newest message), newest page first.
+
+        A read that fails (a damaged page of the database) is told in the banner; the tab stays as it was.
+        """
+        try:
+            await self._load(session_id, leaf_id, select=select)
+        except ChatError as error:
+            self.show_banner(str(error))
+
+    async def _load(self, session_id: int, leaf_id: int | None, *, select: int | None) -> None:
         store = self.engine.store
         self.session = await store.get_session(session_id)
         self.title = self.session.display_title
@@ -232,13 +243,17 @@ class ChatTab(TabPane):
 
     @on(MessageList.LoadEarlierRequested)
     async def _load_earlier(self, event: MessageList.LoadEarlierRequested) -> None:
-        first = await self.engine.store.get_message(event.message_id)
-        if first.parent_id is None:
+        store = self.engine.store
+        try:
+            first = await store.get_message(event.message_id)
+            if first.parent_id is None:
+                return
+            messages = await store.path(first.parent_id, limit=PAGE_TO_FIRST if event.to_first else PAGE)
+            entries = await self._entries(messages)
+        except ChatError as error:
+            self.show_banner(str(error))  # not asked again: the list waits for this load
             return
-        messages = await self.engine.store.path(first.parent_id, limit=PAGE)
-        self.query_one(MessageList).prepend_entries(
-            await self._entries(messages), has_earlier=bool(messages and messages[0].parent_id)
-        )
+        self.query_one(MessageList).prepend_entries(entries, has_earlier=bool(messages and messages[0].parent_id))
 
     # -- sending ---------------------------------------------------------------------------------------------
 
@@ -439,11 +454,15 @@ class ChatTab(TabPane):
     @on(MessageList.SiblingRequested)
     async def _sibling(self, event: MessageList.SiblingRequested) -> None:
         store = self.engine.store
-        siblings = await store.siblings(event.message_id)
-        position = siblings.index(event.message_id) + event.direction
-        if self.session is None or not 0 <= position < len(siblings):
+        try:
+            siblings = await store.siblings(event.message_id)
+            position = siblings.index(event.message_id) + event.direction
+            if self.session is None or not 0 <= position < len(siblings):
+                return
+            leaf = await store.newest_leaf_under(siblings[position])
+        except ChatError as error:
+            self.show_banner(str(error))
             return
-        leaf = await store.newest_leaf_under(siblings[position])
         await self.load(self.session.id, leaf, select=siblings[position])
 
     # -- status ----------------------------------------------------------------------------------------------

@@ -319,6 +319,12 @@ class MessageList(ScrollView, can_focus=True):
         Posted once per load: the next one waits for `prepend_entries` or `set_entries`.
         """
 
+        def __init__(self, message_list: MessageList, message_id: int, *, to_first: bool = False) -> None:
+            super().__init__(message_list, message_id)
+            self.to_first = to_first
+            """The user asked for the first message of all: more will be asked for until it is loaded (a bigger
+            page saves round trips; none of it is rendered but the page's first screen)."""
+
     def __init__(
         self,
         entries: Sequence[ChatEntry] = (),
@@ -346,6 +352,9 @@ class MessageList(ScrollView, can_focus=True):
         self._layout_stale = True
         self._has_earlier = has_earlier
         self._earlier_requested = False
+        self._to_first = False
+        """Home was pressed before the first message was loaded: each page that arrives shows its first message,
+        until the first of all, unless the user moves meanwhile."""
         self._reserved_height = 0
         """While a reply streams, the virtual height grows in steps (see `_apply_scroll`)."""
         self._view_height = 0
@@ -389,6 +398,7 @@ class MessageList(ScrollView, can_focus=True):
         self._replace_items(entries)
         self._has_earlier = has_earlier
         self._earlier_requested = False
+        self._to_first = False
         self._follow = True
         self._reserved_height = 0
         if self.selected_id is not None and self.selected_id not in self._by_id:
@@ -411,6 +421,9 @@ class MessageList(ScrollView, can_focus=True):
         self._has_earlier = has_earlier
         self._earlier_requested = False
         self._layout()
+        if self._to_first:
+            self._show_first()
+            return
         if anchor is not None:
             # Keep the anchor now, with estimated heights: the sync below is skipped while the tab is hidden.
             self._apply_scroll(anchor, None, self._total, False)
@@ -799,6 +812,7 @@ class MessageList(ScrollView, can_focus=True):
         if self._adjusting:
             return
         # A user scroll: follow the end again only once they are back at the bottom.
+        self._to_first = False
         self._follow = round(new_value) >= self.max_scroll_y
         self._sync()
         if round(new_value) == 0:
@@ -807,7 +821,7 @@ class MessageList(ScrollView, can_focus=True):
     def _request_earlier(self) -> None:
         if self._has_earlier and not self._earlier_requested and self._items:
             self._earlier_requested = True
-            self.post_message(self.LoadEarlierRequested(self, self._items[0].id))
+            self.post_message(self.LoadEarlierRequested(self, self._items[0].id, to_first=self._to_first))
 
     def _request_earlier_if_unfilled(self) -> None:
         """Earlier messages are due at once when the loaded ones do not fill the view (nothing to scroll)."""
@@ -1298,6 +1312,8 @@ class MessageList(ScrollView, can_focus=True):
                 self._scroll_into_view(self._by_id[new_value])
 
     def _selection_changed(self, old_value: int | None, new_value: int | None) -> None:
+        if self._to_first and (not self._items or new_value != self._items[0].id):
+            self._to_first = False  # the user moved on before the first message arrived
         self._code_cursor = None
         for message_id in (old_value, new_value):
             if message_id is not None and (item := self._by_id.get(message_id)) is not None:
@@ -1399,12 +1415,20 @@ class MessageList(ScrollView, can_focus=True):
                 self.selected_id = self._items[index + 1].id
 
     def action_select_first(self) -> None:
+        self._to_first = self._has_earlier
+        self._show_first()
+
+    def _show_first(self) -> None:
+        """Select the first message loaded and show it at the top; if earlier ones exist and the user is on the
+        way to the first of all, ask for them."""
         with self._one_sync():
             if self._items:
                 self.selected_id = self._items[0].id
                 self._set_scroll_y(0)
                 self._follow = self.max_scroll_y == 0
                 self._sync()
+                if not self._has_earlier:
+                    self._to_first = False
                 self._request_earlier()
 
     def action_follow_end(self) -> None:
