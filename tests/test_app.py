@@ -573,6 +573,55 @@ async def test_regenerate_and_edit_make_branches_and_left_right_switch_between_t
         assert [e.message.id for e in entries(tab)[:2]] == [user.id, first.id]
 
 
+async def test_a_chat_reopens_on_the_branch_it_was_shown_on_not_the_one_that_grew_last(settings: Settings) -> None:
+    async with ChatEngine.open(settings) as engine:
+        session = await engine.store.create_session("Two replies")
+        question, first = await engine.store.add_messages(
+            session.id, None, [(Role.USER, "A question"), (Role.ASSISTANT, "The first reply")]
+        )
+        (second,) = await engine.store.add_messages(session.id, question.id, [(Role.ASSISTANT, "The second reply")])
+        await engine.store.set_state(OPEN_TABS_STATE, {"sessions": [session.id], "active": 0})
+
+    def shown(tab: ChatTab) -> list[int]:
+        return [e.message.id for e in entries(tab)]
+
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.tabs[0]
+        await until(pilot, lambda: shown(tab) == [question.id, second.id], "the newest branch, never shown before")
+        view = message_list(tab)
+        view.focus()
+        view.selected_id = second.id
+        await pilot.press("left")
+        await until(pilot, lambda: shown(tab) == [question.id, first.id], "the first reply's branch")
+
+    # Meanwhile another process goes on from the second reply: its branch is now the newest.
+    async with ChatEngine.open(settings) as engine:
+        (elsewhere,) = await engine.store.add_messages(session.id, second.id, [(Role.USER, "Asked elsewhere")])
+
+    again = ChatApp(settings)
+    async with again.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = again.tabs[0]
+        await until(pilot, lambda: tab.session_id == session.id and bool(entries(tab)), "the restored tab")
+        assert shown(tab) == [question.id, first.id]
+        # Closed, then opened from the session browser: the same branch again.
+        await pilot.press("ctrl+w")
+        await until(pilot, lambda: again.tab_for(session.id) is None, "the tab closed")
+        await again.open_session(session.id)
+        reopened = again.tab_for(session.id)
+        assert reopened is not None
+        await until(pilot, lambda: bool(entries(reopened)), "the reopened chat")
+        assert shown(reopened) == [question.id, first.id]
+        # A search hit on the other branch shows that one, and it is the one remembered from then on.
+        await again.open_session(session.id, elsewhere.id)
+        await until(pilot, lambda: shown(reopened) == [question.id, second.id, elsewhere.id], "the hit's branch")
+        assert again.engine is not None
+        await until(pilot, lambda: not again.engine._pending, "the engine's writes")  # type: ignore[union-attr]
+        assert await again.engine.store.get_state(f"branch:{session.id}") == elsewhere.id
+
+
 # -- failures ---------------------------------------------------------------------------------------------------
 
 

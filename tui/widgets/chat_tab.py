@@ -7,6 +7,7 @@ and has the engine save its partial text. Every stream captures its session and 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from textual.widgets import Static, TabPane
 
 from core.config import Profile
 from core.engine import ChatEngine, ReplyDelta, ReplyFailed, ReplyFinished, ReplyUsage, Turn
-from core.errors import ChatError
+from core.errors import ChatError, NotFound
 from core.models import Message, Role, Session, Status
 from tui.keys import bound_keys, with_keys
 from tui.widgets.message_list import ChatEntry, MessageList
@@ -33,6 +34,11 @@ PAGE = 100
 """Messages loaded at a time: the newest first, earlier ones when the user scrolls to the top."""
 PAGE_TO_FIRST = 1000
 """Messages loaded at a time on the way to the first one (Home): ~10 ms to add on the event loop."""
+
+
+def branch_state(session_id: int) -> str:
+    """The app_state key of the branch a session was shown on last."""
+    return f"branch:{session_id}"
 
 
 @dataclass
@@ -101,6 +107,8 @@ class ChatTab(TabPane):
         self.engine = engine
         self.session = session
         self.leaf_id: int | None = None
+        self._remembered_leaf: int | None = None
+        """The `leaf_id` last saved as this session's branch (see `_remember_branch`)."""
         self.turn: Turn | None = None
         self._live_text: list[str] = []
         self.stats = TurnStats()
@@ -230,7 +238,10 @@ class ChatTab(TabPane):
         store = self.engine.store
         self.session = await store.get_session(session_id)
         self.title = self.session.display_title
+        if leaf_id is None:
+            leaf_id = await self._branch_shown_last(session_id)
         self.leaf_id = leaf_id if leaf_id is not None else await store.latest_leaf(session_id)
+        self._remember_branch()
         messages = await store.path(self.leaf_id, limit=PAGE) if self.leaf_id is not None else []
         message_list = self.query_one(MessageList)
         message_list.set_entries(await self._entries(messages), has_earlier=bool(messages and messages[0].parent_id))
@@ -240,6 +251,24 @@ class ChatTab(TabPane):
         self.refresh_status()
         self.refresh_bindings()  # Retry shows when the last reply failed
         self.post_message(self.SessionBound(self))
+
+    async def _branch_shown_last(self, session_id: int) -> int | None:
+        """The end of the branch this session was shown on last (here or in a tab since closed), grown by any
+        messages added to it since; None if never saved, or gone (that branch deleted)."""
+        saved = await self.engine.store.get_state(branch_state(session_id))
+        if not isinstance(saved, int):
+            return None
+        with contextlib.suppress(NotFound):
+            if (await self.engine.store.get_message(saved)).session_id == session_id:
+                return await self.engine.store.newest_leaf_under(saved)
+        return None
+
+    def _remember_branch(self) -> None:
+        """Save which branch is shown: a reopened chat shows it again, not whichever branch grew last (a
+        regenerated reply's, another process's turn)."""
+        if self.session is not None and self.leaf_id is not None and self.leaf_id != self._remembered_leaf:
+            self._remembered_leaf = self.leaf_id
+            self.engine.track(self.engine.store.set_state(branch_state(self.session.id), self.leaf_id))
 
     @on(MessageList.LoadEarlierRequested)
     async def _load_earlier(self, event: MessageList.LoadEarlierRequested) -> None:
@@ -306,6 +335,7 @@ class ChatTab(TabPane):
     def _start(self, turn: Turn) -> None:
         self.turn = turn
         self.leaf_id = turn.reply.id
+        self._remember_branch()
         self._live_text = []
         self.stats = TurnStats(started=time.monotonic())
         self.streaming = True
