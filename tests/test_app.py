@@ -44,7 +44,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelPicker
 from tui.screens.session_browser import SessionBrowser
 from tui.widgets import chat_tab as chat_tab_module
-from tui.widgets.chat_tab import ChatTab
+from tui.widgets.chat_tab import ChatTab, TurnStats
 from tui.widgets.message_list import ChatEntry, MessageList
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.status_line import StatusLine
@@ -901,6 +901,27 @@ async def test_the_open_tabs_come_back_at_the_next_start(settings: Settings) -> 
         assert [[e.message.content for e in entries(tab)] for tab in again.tabs] == contents
         assert again.active_tab is again.tabs[1]
         assert [label(again, tab) for tab in again.tabs] == ["First chat", "Chat [b]two[/b]"]
+
+
+async def test_a_reopened_chat_shows_its_last_replys_token_counts(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Count my tokens")
+        await until(pilot, lambda: tab.stats.completion_tokens is not None, "the usage")
+        counts = f"↑{tab.stats.prompt_tokens} ↓{tab.stats.completion_tokens} tokens"
+        assert counts in tab.query_one(StatusLine).text
+
+    again = ChatApp(settings)
+    async with again.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await until(pilot, lambda: counts in again.tabs[0].query_one(StatusLine).text, "the saved counts")
+
+
+def test_tokens_per_second_counts_the_time_between_the_first_token_and_the_last() -> None:
+    stats = TurnStats(started=0.0, first_token=1.0, finished=3.0, completion_tokens=11)
+    assert stats.describe() == "↑0 ↓11 tokens · first token 1.00 s · 5 tok/s"
+    assert "tok/s" not in TurnStats(started=0.0, first_token=1.0, finished=3.0, completion_tokens=1).describe()
 
 
 async def theme_at_start(settings: Settings) -> tuple[str, list[str]]:

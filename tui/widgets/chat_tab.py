@@ -52,6 +52,13 @@ class TurnStats:
     completion_tokens: int | None = None
     chunks: int = 0
 
+    @classmethod
+    def stored(cls, message: Message | None) -> TurnStats:
+        """The figures a saved reply keeps (its token counts): what a chat opened shows for its last reply."""
+        if message is None or message.role is not Role.ASSISTANT:
+            return cls()
+        return cls(prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens)
+
     def describe(self) -> str:
         parts = []
         if self.prompt_tokens is not None or self.completion_tokens is not None:
@@ -60,8 +67,9 @@ class TurnStats:
             parts.append(f"first token {self.first_token - self.started:.2f} s")
             end = self.finished or time.monotonic()
             tokens = self.completion_tokens or self.chunks
-            if end > self.first_token and tokens:
-                parts.append(f"{tokens / (end - self.first_token):.0f} tok/s")
+            if end > self.first_token and tokens > 1:
+                # The first token came at first_token: the time after it holds the other tokens.
+                parts.append(f"{(tokens - 1) / (end - self.first_token):.0f} tok/s")
         return " · ".join(parts)
 
 
@@ -243,6 +251,8 @@ class ChatTab(TabPane):
         self.leaf_id = leaf_id if leaf_id is not None else await store.latest_leaf(session_id)
         self._remember_branch()
         messages = await store.path(self.leaf_id, limit=PAGE) if self.leaf_id is not None else []
+        if self.turn is None or self.turn.done:  # else the live figures of the reply streaming into this branch
+            self.stats = TurnStats.stored(messages[-1] if messages else None)
         message_list = self.query_one(MessageList)
         message_list.set_entries(await self._entries(messages), has_earlier=bool(messages and messages[0].parent_id))
         if select is not None:
@@ -505,8 +515,7 @@ class ChatTab(TabPane):
         profile = settings.profile(name)
         model = self.session.model if self.session and self.session.model else profile.model
         parts = [f"{profile.name} · {model}"]
-        if self.stats.started:
-            parts.append(self.stats.describe())
+        parts.append(self.stats.describe())
         if self.streaming:
             parts.append(f"streaming… ({self._stop_key()} stops)")
         self.query_one(StatusLine).text = " │ ".join(p for p in parts if p)
