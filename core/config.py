@@ -125,11 +125,21 @@ class Settings:
 _PROFILE_FIELDS = {"model", "base_url", "api_key_env", "temperature", "max_tokens", "system_prompt", "timeout"}
 
 
+def _check_url(url: str, where: str) -> str:
+    """``url`` if it is a server address httpx can reach; else a ConfigError naming ``where`` it was given."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: '{url}' is not a server address; write it like http://localhost:11434/v1.")
+    return url
+
+
 def _profile_from_table(name: str, table: Mapping[str, Any], base: Profile | None) -> Profile:
     unknown = set(table) - _PROFILE_FIELDS - {"api_key"}
     if unknown:
         raise ConfigError(f"Profile '{name}' has unknown settings: {', '.join(sorted(unknown))}.")
     values = {k: v for k, v in table.items() if k in _PROFILE_FIELDS}
+    if "base_url" in values:
+        _check_url(str(values["base_url"]), f"Profile '{name}' base_url")
     if "api_key" in table:
         values["api_key"] = Secret(str(table["api_key"]))
     profile = base or Profile(name=name)
@@ -167,6 +177,10 @@ def load_settings(
     config_path = Path(config or env.get("CHAT_TUI_CONFIG") or config_dir() / "config.toml")
     file = _read_config(config_path)
 
+    if env.get("OPENAI_BASE_URL"):
+        _check_url(env["OPENAI_BASE_URL"], "OPENAI_BASE_URL")
+    if base_url:
+        _check_url(base_url, "--base-url")
     builtin_default = Profile(name=DEFAULT_PROFILE, base_url=env.get("OPENAI_BASE_URL") or None)
     profiles: dict[str, Profile] = {
         DEFAULT_PROFILE: builtin_default,

@@ -202,3 +202,21 @@ def test_a_secret_never_shows_itself(config: Path, capsys: pytest.CaptureFixture
     texts = [capsys.readouterr().out, repr(settings), str(settings.profile("keyed")), str(settings.profiles)]
     for text in texts:
         assert KEY_IN_ENV not in text and KEY_IN_FILE not in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "environ", "file", "where"),
+    [
+        ({"base_url": "notaurl"}, {}, "", "--base-url: 'notaurl'"),
+        ({}, {"OPENAI_BASE_URL": "localhost:11434/v1"}, "", "OPENAI_BASE_URL: 'localhost:11434/v1'"),
+        ({}, {}, '[profiles.local]\nbase_url = "ftp://x/v1"\n', "Profile 'local' base_url: 'ftp://x/v1'"),
+    ],
+)
+def test_a_server_address_that_is_not_a_url_is_refused_where_it_was_given(
+    tmp_path: Path, kwargs: dict[str, str], environ: dict[str, str], file: str, where: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(file)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config=config, environ=environ, **kwargs)
+    assert str(caught.value) == f"{where} is not a server address; write it like http://localhost:11434/v1."
