@@ -1463,7 +1463,7 @@ async def test_f1_lists_the_key_bindings(settings: Settings) -> None:
     ("key", "screen", "hint"),
     [
         ("ctrl+o", SessionBrowser, "^d Delete"),
-        ("f2", TextPrompt, "Enter Accept"),
+        ("f2", TextPrompt, "Enter Save"),
         ("f4", TextPrompt, "^s Save"),
         ("f3", ModelPicker, "Enter Choose"),
         ("f1", HelpScreen, "Esc closes"),

@@ -177,6 +177,18 @@ async def test_confirm(keys: list[str], danger: bool, expected: bool) -> None:
     assert app.results == [expected]
 
 
+async def test_confirm_and_text_prompt_name_their_keys_as_their_buttons() -> None:
+    app = Host(Confirm("Delete “x”?"))
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: isinstance(app.screen, Confirm))
+        await until(pilot, lambda: "y Delete  n Cancel" in screen_text(app))
+    app = Host(TextPrompt("Edit and resend", "one", multiline=True, accept_label="Send"))
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: isinstance(app.screen, TextPrompt))
+        await until(pilot, lambda: "^s Send" in screen_text(app))
+        assert "Save" not in screen_text(app)
+
+
 # -- SessionBrowser -----------------------------------------------------------------------------------------
 
 

@@ -57,7 +57,9 @@ class TextPrompt(ModalScreen[str | None]):
         Binding("escape", "cancel", "Cancel", id="prompt.cancel"),
     ]
 
-    def __init__(self, title: str, value: str = "", *, multiline: bool = False, placeholder: str = "") -> None:
+    def __init__(
+        self, title: str, value: str = "", *, multiline: bool = False, placeholder: str = "", accept_label: str = "Save"
+    ) -> None:
         super().__init__()
         self.title_text = title
         """Shown above the field; plain text, never parsed as markup."""
@@ -65,6 +67,8 @@ class TextPrompt(ModalScreen[str | None]):
         """The text the field starts with."""
         self.multiline = multiline
         self.placeholder = placeholder
+        self.accept_label = accept_label
+        """What accepting does, on the button and in the key hints ("Send" for an edited message)."""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -73,7 +77,7 @@ class TextPrompt(ModalScreen[str | None]):
                 yield TextArea(self.value, id="prompt-text", placeholder=Content(self.placeholder))
                 with Horizontal(classes="dialog-buttons"):
                     yield Button("Cancel", id="cancel")
-                    yield Button("Save", id="accept", variant="primary")
+                    yield Button(Content(self.accept_label), id="accept", variant="primary")
             else:
                 yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
             yield Static(classes="dialog-hint")
@@ -85,8 +89,8 @@ class TextPrompt(ModalScreen[str | None]):
         if self.multiline:
             # Start at the end: editing a message usually means adding to it.
             self.query_one(TextArea).move_cursor(self.query_one(TextArea).document.end)
-        extra = [] if self.multiline else [("Enter", "Accept")]
-        self.query_one(".dialog-hint", Static).update(key_hints(self, extra))
+        extra = [] if self.multiline else [("Enter", self.accept_label)]
+        self.query_one(".dialog-hint", Static).update(key_hints(self, extra, describe={"accept": self.accept_label}))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # A single line is accepted with Enter; ctrl+s is only offered for the multi-line editor.
@@ -140,7 +144,9 @@ class Confirm(ModalScreen[bool]):
 
     def on_mount(self) -> None:
         self.query_one("#cancel" if self.danger else "#confirm", Button).focus()
-        self.query_one(".dialog-hint", Static).update(key_hints(self))
+        # The keys named as the buttons are: "y Delete  n Cancel", not "y Yes  n No" under [Cancel] [Delete].
+        hints = key_hints(self, describe={"confirm": self.confirm_label, "cancel": "Cancel"})
+        self.query_one(".dialog-hint", Static).update(hints)
 
     def action_confirm(self) -> None:
         self.dismiss(True)

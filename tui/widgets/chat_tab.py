@@ -489,7 +489,8 @@ class ChatTab(TabPane):
             if text and text.strip() and text != entry.message.content:
                 await self._branch_action(event.message_id, regenerate=False, text=text)
 
-        self.app.push_screen(TextPrompt("Edit and resend", entry.message.content, multiline=True), resend)
+        dialog = TextPrompt("Edit and resend", entry.message.content, multiline=True, accept_label="Send")
+        self.app.push_screen(dialog, resend)
 
     @on(MessageList.SiblingRequested)
     async def _sibling(self, event: MessageList.SiblingRequested) -> None:
