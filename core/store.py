@@ -432,6 +432,17 @@ class Store:
                 raise NotFound(f"There is no session {session_id}.")
             await db.execute("DELETE FROM app_state WHERE key = ?", (_draft_key(session_id),))
 
+    async def delete_session_if_unused(self, session_id: int) -> bool:
+        """Delete a session that holds no message and no unsent text (one made for a setting, then left); in one
+        statement, so a message another process adds meanwhile keeps it. True if deleted."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = ?) "
+                "AND NOT EXISTS (SELECT 1 FROM app_state WHERE key = ?)",
+                (session_id, session_id, _draft_key(session_id)),
+            )
+            return cursor.rowcount > 0
+
     async def clear_session(self, session_id: int) -> None:
         async with self._transaction() as db:
             await db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))

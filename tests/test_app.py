@@ -1158,6 +1158,36 @@ async def test_the_session_browser_opens_a_search_hit_or_focuses_its_open_tab(se
         assert [tab.session_id for tab in app.tabs].count(kept.session_id) == 1
 
 
+async def test_a_chat_closed_unused_after_a_setting_leaves_no_empty_chat_unless_it_holds_text(
+    settings: Settings,
+) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        assert app.engine is not None
+        engine = app.engine
+
+        async def closed_after_a_system_prompt(typed: str) -> int:
+            tab = await new_tab(pilot)
+            await press(pilot, "f4")
+            await until(pilot, lambda: isinstance(app.screen, TextPrompt), "the system prompt dialog")
+            await press(pilot, "B", "e", " ", "b", "r", "i", "e", "f", "ctrl+s")
+            await until(pilot, lambda: tab.session_id is not None and not engine._pending, "the saved setting")
+            session_id = tab.session_id
+            assert session_id is not None
+            if typed:
+                await press(pilot, *typed)
+            await app.action_close_tab()  # as ctrl+w, which deletes a word while the prompt holds text
+            await until(pilot, lambda: tab not in app.tabs and not engine._pending, "the tab closed")
+            return session_id
+
+        left = await closed_after_a_system_prompt("")
+        kept = await closed_after_a_system_prompt("unsent")
+        ids = [row[0] for row in db_rows(settings.db_path, "SELECT id FROM sessions")]
+        assert left not in ids
+        assert kept in ids and await engine.store.get_draft(kept) == "unsent"
+
+
 async def test_opening_a_chat_replaces_an_untouched_new_chat_but_not_one_with_text(settings: Settings) -> None:
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:

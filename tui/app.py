@@ -369,6 +369,10 @@ class ChatApp(App[None]):
             return
         # Removing the pane cancels its stream worker; the engine saves the partial reply as interrupted.
         await self.tabbed.remove_pane(tab.id or "")
+        if tab.session_id is not None and self.engine is not None:
+            # A chat given a model or a system prompt, then closed unused, is not kept as an empty "New chat"
+            # in the history. After the tab's draft is saved: its unsent text keeps the chat.
+            self.engine.track(self.engine.store.delete_session_if_unused(tab.session_id))
         if not self.tabs:
             await self.add_tab()
         elif self.active_tab:
