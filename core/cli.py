@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from core.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+READ_ONLY_COMMANDS = frozenset({"list", "show", "export", "search"})
+"""Commands that only read the history: they must not create a database where there is none."""
 DEMO_TOKENS_PER_SECOND = 80.0
 """The demo server's pace: fast enough to feel alive, slow enough to see replies stream and to switch tabs."""
 
@@ -120,11 +122,14 @@ def run_command(args: argparse.Namespace, *, stdout: TextIO | None = None, stder
     """Run one headless command; returns the process exit code. Errors are one plain line on stderr."""
     import asyncio  # not at module level: the app's splash is drawn before asyncio's ~40 ms import
 
-    from core.errors import ChatError
+    from core.errors import ChatError, StoreError
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
         settings = settings_from_args(args)
+        if args.command in READ_ONLY_COMMANDS and not settings.db_path.exists():
+            # Opening the store creates the file and its folders: a mistyped --db would leave an empty database.
+            raise StoreError(f"There is no database at {settings.db_path} (the first chat makes it).")
         with demo_server(settings) as settings:
             code = asyncio.run(_dispatch(args, settings, out, err))
         out.flush()  # here, not at exit, so that a reader gone away is caught below

@@ -96,9 +96,33 @@ def test_ask_dash_reads_standard_input(cli: Cli, db: Path, monkeypatch: pytest.M
     assert messages(db)[0][4] == "a prompt\nover two lines\n"
 
 
-def test_an_empty_list_says_so_on_stderr(cli: Cli) -> None:
+def test_an_empty_list_says_so_on_stderr(cli: Cli, db: Path) -> None:
+    asyncio.run(_make_empty(db))
     assert cli("list") == (EXIT_OK, "", "No conversations yet.\n")
     assert cli("list", "--json") == (EXIT_OK, "[]\n", "")
+
+
+async def _make_empty(db: Path) -> None:
+    async with await Store.open(db):
+        pass
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["list", "--json"], ["show", "1"], ["export", "1"], ["export", "1", "-o", "out.md"], ["search", "x"]],
+)
+def test_a_read_only_command_on_a_missing_database_creates_nothing(
+    tmp_path: Path, clean_env: None, command: list[str]
+) -> None:
+    # A mistyped --db used to get an empty database, and its folders, made there, and "No conversations yet."
+    db = tmp_path / "no" / "such" / "x.db"
+    work = tmp_path / "work"
+    work.mkdir()
+    command = [str(work / a) if a == "out.md" else a for a in command]
+    code, out, err = run(*command, "--db", str(db), "--config", str(tmp_path / "none.toml"))
+    assert (code, out) == (EXIT_FAILED, "")
+    assert err == f"chat-tui: There is no database at {db} (the first chat makes it).\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and list(work.iterdir()) == []
 
 
 def test_list_show_export_and_search(cli: Cli, tmp_path: Path) -> None:
@@ -148,13 +172,13 @@ def test_list_show_export_and_search(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_a_failure_is_one_line_on_stderr(cli: Cli, db: Path) -> None:
-    assert cli("show", "999") == (EXIT_FAILED, "", "chat-tui: There is no session 999.\n")
-
     code, out, err = cli("ask", "this will fail [[status=500]]")
     assert code == EXIT_FAILED and out == ""
     assert err.startswith("chat-tui: The server at ") and err.endswith("failed (500). Try again in a moment.\n")
     assert err.count("\n") == 1
     assert messages(db)[-1][3:] == ("assistant", "", "error")
+
+    assert cli("show", "999") == (EXIT_FAILED, "", "chat-tui: There is no session 999.\n")
 
     code, out, err = cli("ask", "cut short [[cut_after=3]]")
     assert code == EXIT_FAILED
@@ -327,7 +351,8 @@ def test_a_db_path_that_cannot_hold_a_database_fails_in_one_line(
         "import sys\nfrom core.cli import build_parser, run_command\n"
         "codes = {run_command(build_parser().parse_args(sys.argv[1:])) for _ in range(5)}\n"
         "sys.exit(codes.pop() if len(codes) == 1 else 99)",
-        "list",
+        "ask",
+        "hello",
         "--db",
         str(db),
         "--config",
