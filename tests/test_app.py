@@ -622,6 +622,31 @@ async def test_a_chat_reopens_on_the_branch_it_was_shown_on_not_the_one_that_gre
         assert await again.engine.store.get_state(f"branch:{session.id}") == elsewhere.id
 
 
+async def test_versions_made_by_another_process_show_when_a_reply_ends_or_the_tab_is_shown(
+    settings: Settings,
+) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, "Asked here [[tokens=60 tps=60]]")
+        await until(pilot, lambda: tab.streaming and len(entries(tab)) == 2, "the reply streaming")
+        asked = entries(tab)[0].message
+        # Another process asks beside it meanwhile (as `chat-tui ask` would): a second version of the question.
+        async with ChatEngine.open(settings) as engine:
+            await engine.store.add_messages(asked.session_id, None, [(Role.USER, "Asked elsewhere")])
+        await until(pilot, lambda: settled(tab), "the reply")
+        await until(pilot, lambda: entries(tab)[0].sibling_count == 2, "the question's versions")
+        assert "You  ‹ 1/2 ›" in screen_text(app)
+
+        # And one made while the tab is hidden shows when it is shown again.
+        await new_tab(pilot)
+        async with ChatEngine.open(settings) as engine:
+            await engine.store.add_messages(asked.session_id, None, [(Role.USER, "Asked a third time")])
+        await press(pilot, "alt+1")
+        await until(pilot, lambda: entries(tab)[0].sibling_count == 3, "the third version")
+        assert entries(tab)[0].sibling_index == 1
+
+
 # -- failures ---------------------------------------------------------------------------------------------------
 
 

@@ -226,6 +226,7 @@ class ChatApp(App[None]):
         if isinstance(event.pane, ChatTab) and event.pane is self.active_tab and self.is_running:
             event.pane.unread = False
             event.pane.refresh_status()
+            event.pane.refresh_siblings()
             event.pane.focus_prompt()
             self._save_tabs()
 

@@ -384,6 +384,22 @@ class ChatTab(TabPane):
         self.streaming = False
         self.refresh_status()
         self.post_message(self.ReplyEnded(self, message))
+        self.refresh_siblings()
+
+    @work(group="siblings", exclusive=True, exit_on_error=False)
+    async def refresh_siblings(self) -> None:
+        """Bring the versions marks ("‹ 1/2 ›") of the newest messages shown up to date: another process (the
+        CLI, a LangChain app, a second window) may have branched beside them meanwhile."""
+        message_list = self.query_one(MessageList)
+        ids = [entry.message.id for entry in message_list.entries[-PAGE:]]
+        if not ids:
+            return
+        with contextlib.suppress(ChatError):  # a read failing here changes nothing shown
+            counts = await self.engine.store.sibling_counts(ids)
+            for message_id, (index, count) in counts.items():
+                entry = message_list.entry(message_id)
+                if entry is not None and (entry.sibling_index, entry.sibling_count) != (index, count):
+                    message_list.update_entry(replace(entry, sibling_index=index, sibling_count=count))
 
     def action_cancel_reply(self) -> None:
         if self.turn is not None and not self.turn.done:
