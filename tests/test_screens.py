@@ -13,7 +13,7 @@ from textual.app import App
 from textual.message import Message
 from textual.pilot import Pilot
 from textual.screen import Screen
-from textual.widgets import Input, OptionList, TextArea
+from textual.widgets import DataTable, Input, OptionList, TextArea
 
 from core.config import load_settings
 from core.engine import ChatEngine
@@ -23,6 +23,7 @@ from core.server import LocalServer
 from core.store import Store
 from tests.helpers import screen_text
 from tui.screens.dialogs import Confirm, TextPrompt
+from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelChoice, ModelPicker
 from tui.screens.session_browser import PAGE_SIZE, SessionBrowser, SessionChoice, short_time, snippet_text
 
@@ -306,6 +307,48 @@ def test_a_reply_snippet_reads_as_the_rendered_reply() -> None:
     assert snippet_text("use **bold** [here]", "here").plain == "use **bold** here"
 
 
+def test_a_reply_snippet_drops_table_pipes_and_separator_rows() -> None:
+    snippet = "| [Name] | Value |\n| --- | :---: |\n| cache | on \\| off |\n\n---\nThe cache…"
+    text = snippet_text(snippet, "name", markdown=True)
+    assert text.plain == "Name Value cache on | off The cache…"
+    assert [text.plain[span.start : span.end] for span in text.spans] == ["Name"]
+    # A prompt is shown as typed; a snippet may start or end inside a row.
+    assert snippet_text("| a | [b] |", "b").plain == "| a | b |"
+    assert snippet_text("…[Value] |\n| --- | --- |\n| cac…", "value", markdown=True).plain == "…Value cac…"
+
+
+def test_a_snippet_keeps_a_short_lead_before_its_match() -> None:
+    text = snippet_text("…one two three four five six seven eight nine [ten] eleven", "ten")
+    assert text.plain == "…six seven eight nine ten eleven"
+    assert [text.plain[span.start : span.end] for span in text.spans] == ["ten"]
+    assert snippet_text("a few words [ten] eleven", "ten").plain == "a few words ten eleven"
+
+
+TABLE_REPLY = """Here is a plan for the import job.
+
+1. Read the rows in windows of 500.
+2. Validate each row.
+3. Batch each window.
+
+| Name | Value |
+| --- | --- |
+| batch_size | 500 |
+| retries | 3 |
+| cache | enabled, kept for an hour between the runs of the import job |
+"""
+
+
+async def test_browser_search_shows_the_match_of_a_long_snippet_at_80_columns(store: Store) -> None:
+    await chat(store, "Import job", "How should I tune the import job?", TABLE_REPLY)
+    app = Host(SessionBrowser(store))
+    async with app.run_test(size=(80, 24)) as pilot:
+        browser = await open_browser(pilot)
+        await pilot.press(*"cache")
+        await until(pilot, lambda: not app.workers and len(browser.choices) == 1 and browser.choices[0].message_id)
+        row = next(line for line in screen_text(app).splitlines() if "AI: " in line)
+        assert "cache" in row and "|" not in row.split("AI: ")[1].split("│")[0]
+
+
 async def test_browser_shows_markup_in_titles_literally(store: Store) -> None:
     await chat(store, "[bold]x[/]", "hello")
     app = Host(SessionBrowser(store))
@@ -383,6 +426,29 @@ async def test_browser_hints_follow_the_keymap(store: Store) -> None:
         await open_browser(pilot)
         text = screen_text(app)
         assert "f3 Rename" in text and "^d Delete" in text
+
+
+# -- HelpScreen ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 30)])
+async def test_help_shows_every_binding_id_whole(size: tuple[int, int]) -> None:
+    app = Host(HelpScreen({}))
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen.query_one(DataTable).row_count)
+        table = app.screen.query_one(DataTable)
+        ids = {str(table.get_row_at(n)[3]) for n in range(table.row_count)} - {""}
+        assert table.max_scroll_x == 0  # no column hidden to the right
+        if size[0] >= 120:  # wide enough for one line a row
+            assert {row.height for row in table.rows.values()} == {1}
+        seen: set[str] = set()
+        while True:
+            seen |= set(screen_text(app).split())
+            if table.scroll_y >= table.max_scroll_y:
+                break
+            table.scroll_relative(y=table.size.height // 2, animate=False)  # half a page: none skipped
+            await pilot.pause()
+        assert ids <= seen
 
 
 # -- ModelPicker --------------------------------------------------------------------------------------------

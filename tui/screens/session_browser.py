@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.actions import SkipAction
@@ -35,6 +36,8 @@ PREFETCH_ROWS = 5
 SEARCH_LIMIT = 100
 SEARCH_DELAY = 0.15
 """Seconds of quiet typing before a search runs."""
+SNIPPET_LEAD = 24
+"""Cells of a snippet kept before its first match: the match shows even in a row at 80 columns."""
 
 
 def short_time(stamp: str) -> str:
@@ -66,27 +69,62 @@ _MARKDOWN = (
 )
 
 
+_TABLE_RULE = re.compile(r"[\s|:-]*-[\s|:-]*")  # | --- | :-: | (and a --- rule)
+_CELL_BAR = re.compile(r"(?<!\\)\|")  # not an escaped \|, which the escapes rule shows as |
+
+
+def _without_tables(snippet: str) -> str:
+    """Markdown table rows as their cells' words, without the pipes and the separator row, as the reply renders.
+
+    A row starts or ends with a pipe; the snippet may cut the first and last rows, next to its ``…``.
+    """
+    lines = []
+    for line in snippet.splitlines():
+        bare = line.strip().strip("…").strip()
+        if _TABLE_RULE.fullmatch(bare):
+            continue
+        lines.append(_CELL_BAR.sub(" ", line) if bare.startswith("|") or bare.endswith("|") else line)
+    return "\n".join(lines)
+
+
+def _cut_lead(flat: str, first: int) -> str:
+    """``flat`` from a ``…`` and at most SNIPPET_LEAD cells before index ``first``, starting at a word if it can."""
+    start = max(first - SNIPPET_LEAD, 0)
+    while cell_len(flat[start:first]) > SNIPPET_LEAD - 1:  # one cell for the ellipsis
+        start += 1
+    space = flat.find(" ", max(start - 1, 0), first - 1)
+    if space != -1:  # start at a word, if that leaves some words before the match (CJK text has no spaces)
+        start = space + 1
+    return "…" + flat[start:]
+
+
 def snippet_text(snippet: str, query: str, *, markdown: bool = False) -> Text:
     """A search snippet with the matched words highlighted and the ``[``/``]`` match marks removed.
 
     The text itself may contain brackets, so a bracketed run counts as a mark only when it starts like a
     word of the query; anything else is shown literally. With `markdown` (a reply), Markdown's marks are
-    dropped, so the snippet reads as the rendered reply does.
+    dropped, so the snippet reads as the rendered reply does. Text before the first match is cut to
+    ``SNIPPET_LEAD`` cells (at a space if it can), so that the row, cut at its end, still shows the match.
     """
     words = [_fold(w) for w in re.findall(r"\w+", query)]
-    text = Text(no_wrap=True, overflow="ellipsis")
-    position = 0
-    flat = " ".join(snippet.split())
+
+    def marks(flat: str) -> list[re.Match[str]]:
+        return [m for m in _MARKED.finditer(flat) if any(_fold(m.group(1)).startswith(word) for word in words)]
+
+    flat = " ".join((_without_tables(snippet) if markdown else snippet).split())
     if markdown:
         for pattern, replacement in _MARKDOWN:
             flat = pattern.sub(replacement, flat)
         flat = " ".join(flat.split())
-    for match in _MARKED.finditer(flat):
-        inner = match.group(1)
-        if not any(_fold(inner).startswith(word) for word in words):
-            continue
+    found = marks(flat)
+    if found and cell_len(flat[: found[0].start()]) > SNIPPET_LEAD:
+        flat = _cut_lead(flat, found[0].start())
+        found = marks(flat)
+    text = Text(no_wrap=True, overflow="ellipsis")
+    position = 0
+    for match in found:
         text.append(flat[position : match.start()])
-        text.append(inner, style="bold underline")
+        text.append(match.group(1), style="bold underline")
         position = match.end()
     text.append(flat[position:])
     return text
