@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from tui.screens.session_browser import SessionBrowser
 
 OPEN_TABS_STATE = "open_tabs"
+SIBLINGS_AFTER_SWITCH = 0.3
+"""Seconds after a tab is shown that its versions marks are read again (see ChatTab.refresh_siblings)."""
 THEME_STATE = "theme"
 MAX_LABEL = 22
 
@@ -226,7 +228,8 @@ class ChatApp(App[None]):
         if isinstance(event.pane, ChatTab) and event.pane is self.active_tab and self.is_running:
             event.pane.unread = False
             event.pane.refresh_status()
-            event.pane.refresh_siblings()
+            # Once the switch is on screen: it is the figure users feel, and marks changed elsewhere can wait.
+            event.pane.set_timer(SIBLINGS_AFTER_SWITCH, event.pane.refresh_siblings)
             event.pane.focus_prompt()
             self._save_tabs()
 

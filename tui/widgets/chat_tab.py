@@ -270,6 +270,7 @@ class ChatTab(TabPane):
             return None
         with contextlib.suppress(NotFound):
             if (await self.engine.store.get_message(saved)).session_id == session_id:
+                self._remembered_leaf = saved  # saved already: no write unless it grew
                 return await self.engine.store.newest_leaf_under(saved)
         return None
 
