@@ -949,6 +949,33 @@ def test_tokens_per_second_counts_the_time_between_the_first_token_and_the_last(
     assert "tok/s" not in TurnStats(started=0.0, first_token=1.0, finished=3.0, completion_tokens=1).describe()
 
 
+async def test_the_tabs_saved_last_come_back_after_a_quit_that_comes_before_the_write(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        first = await send_and_wait(pilot, "First chat")
+        assert app.engine is not None
+        store = app.engine.store
+        set_state = store.set_state
+
+        async def slow_set_state(key: str, value: object) -> None:
+            await asyncio.sleep(2)  # queued behind other writes: still waiting when the app quits
+            await set_state(key, value)
+
+        monkeypatch.setattr(store, "set_state", slow_set_state)
+        await new_tab(pilot)
+        second = await send(pilot, "Second chat")
+        await until(pilot, lambda: second.session_id is not None, "the second chat saved")
+        sessions = [first.session_id, second.session_id]
+
+    again = ChatApp(settings)
+    async with again.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await until(pilot, lambda: [tab.session_id for tab in again.tabs] == sessions, "both tabs back")
+
+
 async def theme_at_start(settings: Settings) -> tuple[str, list[str]]:
     """The theme a start of the app shows, and the warnings it gives."""
     app = ChatApp(settings)

@@ -267,10 +267,11 @@ class ChatApp(App[None]):
         index = sessions.index(active.session_id) if active and active.session_id in sessions else 0
         self._write_state(OPEN_TABS_STATE, {"sessions": sessions, "active": index})
 
-    @work(group="state", exit_on_error=False)
-    async def _write_state(self, key: str, value: object) -> None:
+    def _write_state(self, key: str, value: object) -> None:
+        # Tracked by the engine, which waits for it before closing: as a worker, a write queued behind others
+        # (drafts, branches) at a quit was cancelled with the app's workers, and the tabs came back as before.
         assert self.engine is not None
-        await self.engine.store.set_state(key, value)
+        self.engine.track(self.engine.store.set_state(key, value))
 
     def _theme_to_use(self, saved: object) -> str:
         """The theme last picked in the app, unless the configured one (environment, config file) changed since
