@@ -127,8 +127,13 @@ _PROFILE_FIELDS = {"model", "base_url", "api_key_env", "temperature", "max_token
 
 def _check_url(url: str, where: str) -> str:
     """``url`` if it is a server address httpx can reach; else a ConfigError naming ``where`` it was given."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:  # an unclosed [IPv6 bracket, a bad port
+        valid = False
+    if not valid:
         raise ConfigError(f"{where}: '{url}' is not a server address; write it like http://localhost:11434/v1.")
     return url
 
@@ -177,7 +182,7 @@ def load_settings(
     config_path = Path(config or env.get("CHAT_TUI_CONFIG") or config_dir() / "config.toml")
     file = _read_config(config_path)
 
-    if env.get("OPENAI_BASE_URL"):
+    if env.get("OPENAI_BASE_URL") and not demo:  # the demo never reaches it
         _check_url(env["OPENAI_BASE_URL"], "OPENAI_BASE_URL")
     if base_url:
         _check_url(base_url, "--base-url")

@@ -210,6 +210,8 @@ def test_a_secret_never_shows_itself(config: Path, capsys: pytest.CaptureFixture
         ({"base_url": "notaurl"}, {}, "", "--base-url: 'notaurl'"),
         ({}, {"OPENAI_BASE_URL": "localhost:11434/v1"}, "", "OPENAI_BASE_URL: 'localhost:11434/v1'"),
         ({}, {}, '[profiles.local]\nbase_url = "ftp://x/v1"\n', "Profile 'local' base_url: 'ftp://x/v1'"),
+        ({"base_url": "http://[::1/v1"}, {}, "", "--base-url: 'http://[::1/v1'"),
+        ({"base_url": "http://localhost:99999/v1"}, {}, "", "--base-url: 'http://localhost:99999/v1'"),
     ],
 )
 def test_a_server_address_that_is_not_a_url_is_refused_where_it_was_given(
@@ -220,3 +222,8 @@ def test_a_server_address_that_is_not_a_url_is_refused_where_it_was_given(
     with pytest.raises(ConfigError) as caught:
         load_settings(config=config, environ=environ, **kwargs)
     assert str(caught.value) == f"{where} is not a server address; write it like http://localhost:11434/v1."
+
+
+def test_the_demo_does_not_check_openai_base_url_which_it_never_uses(tmp_path: Path) -> None:
+    environ = {"OPENAI_BASE_URL": "localhost:11434"}
+    assert load_settings(config=tmp_path / "none.toml", environ=environ, demo=True).demo
