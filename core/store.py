@@ -433,11 +433,13 @@ class Store:
             await db.execute("DELETE FROM app_state WHERE key = ?", (_draft_key(session_id),))
 
     async def delete_session_if_unused(self, session_id: int) -> bool:
-        """Delete a session that holds no message and no unsent text (one made for a setting, then left); in one
-        statement, so a message another process adds meanwhile keeps it. True if deleted."""
+        """Delete a session made for a setting and then left: no message, no unsent text, no title, no LangChain
+        key. True if deleted. One statement, so a message committed by then keeps it; callers make sure no other
+        writer holds the session (the app: only a session its own tab made)."""
         async with self._transaction() as db:
             cursor = await db.execute(
-                "DELETE FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = ?) "
+                "DELETE FROM sessions WHERE id = ? AND title IS NULL AND key IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = ?) "
                 "AND NOT EXISTS (SELECT 1 FROM app_state WHERE key = ?)",
                 (session_id, session_id, _draft_key(session_id)),
             )

@@ -1082,6 +1082,59 @@ async def test_moving_before_home_reached_the_first_message_stops_it_there(
         assert texts[-1] in screen_text(app)
 
 
+async def test_a_page_asked_for_on_one_branch_is_dropped_if_another_branch_is_shown_meanwhile(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chat_tab_module, "PAGE_TO_FIRST", 100)
+    async with ChatEngine.open(settings) as engine:
+        session = await engine.store.create_session("A long one")
+        roles = [Role.USER, Role.ASSISTANT]
+        thread = await engine.store.add_messages(session.id, None, [(roles[n % 2], f"M{n:03d}") for n in range(350)])
+        (other,) = await engine.store.add_messages(session.id, thread[299].id, [(Role.USER, "Other branch")])
+        await engine.store.set_state(OPEN_TABS_STATE, {"sessions": [session.id], "active": 0})
+        await engine.store.set_state(f"branch:{session.id}", thread[-1].id)
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.tabs[0]
+        view = message_list(tab)
+        await until(pilot, lambda: view.entries and view.entries[-1].message.id == thread[-1].id, "the long branch")
+        store = tab.engine.store
+        path, release, held = store.path, asyncio.Event(), asyncio.Event()
+
+        async def held_path(leaf_id: int, *, limit: int | None = None) -> list[Any]:
+            if leaf_id == thread[149].id:  # the second page on the way to the first
+                held.set()
+                await release.wait()
+            return await path(leaf_id, limit=limit)
+
+        monkeypatch.setattr(store, "path", held_path)
+        await press(pilot, "shift+tab", "home")
+        await asyncio.wait_for(held.wait(), 10)
+        await app.open_session(session.id, other.id)  # a search hit on the other branch, meanwhile
+        await until(pilot, lambda: view.entries[-1].message.id == other.id, "the other branch")
+        release.set()
+        await until(pilot, lambda: not tab.engine._pending and not tab.workers, "the held page")
+        await pilot.pause()
+        shown = [e.message for e in view.entries]
+        assert all(below.parent_id == above.id for above, below in zip(shown, shown[1:], strict=False))
+
+
+async def test_a_chat_opened_from_the_list_and_closed_unused_is_kept(settings: Settings) -> None:
+    """It may be another window's new chat, or a LangChain app's about to save its first turn."""
+    async with ChatEngine.open(settings) as engine:
+        session = await engine.store.create_session(profile=settings.default_profile, system_prompt="Be brief")
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await app.open_session(session.id)
+        await until(pilot, lambda: app.tab_for(session.id) is not None, "the chat's tab")
+        await app.action_close_tab()
+        assert app.engine is not None
+        await until(pilot, lambda: not app.engine._pending, "the engine's writes")  # type: ignore[union-attr]
+    assert db_rows(settings.db_path, "SELECT id, system_prompt FROM sessions") == [(session.id, "Be brief")]
+
+
 async def test_a_damaged_page_of_the_database_is_told_in_the_tab_and_the_app_goes_on(settings: Settings) -> None:
     """Opening a conversation whose messages sit on a damaged page shows SQLite's complaint in plain words."""
     marker = "Damaged-page-marker"

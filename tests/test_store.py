@@ -622,3 +622,15 @@ async def test_a_write_cancelled_at_any_point_leaves_no_transaction_open(tmp_pat
         assert (await store.get_message(reply.id)).content == "partial"
     finally:
         await store.close()
+
+
+async def test_only_a_session_without_messages_draft_title_or_key_is_deleted_as_unused(store: Store) -> None:
+    bare = await store.create_session()
+    named = await store.create_session("Trip plans")
+    keyed = await store.session_for_key("customer-42")
+    drafted = await store.create_session()
+    await store.set_draft(drafted.id, "unsent")
+    used = await store.create_session()
+    await store.add_messages(used.id, None, [(Role.USER, "hi")])
+    results = [await store.delete_session_if_unused(s.id) for s in (bare, named, keyed, drafted, used)]
+    assert results == [True, False, False, False, False]

@@ -374,9 +374,10 @@ class ChatApp(App[None]):
             return
         # Removing the pane cancels its stream worker; the engine saves the partial reply as interrupted.
         await self.tabbed.remove_pane(tab.id or "")
-        if tab.session_id is not None and self.engine is not None:
+        if tab.made_for_setting and tab.session_id is not None and self.engine is not None:
             # A chat given a model or a system prompt, then closed unused, is not kept as an empty "New chat"
-            # in the history. After the tab's draft is saved: its unsent text keeps the chat.
+            # in the history. After the tab's draft is saved: its unsent text keeps the chat. Only a session this
+            # tab made: one opened from the list may be another window's, or a LangChain app's, still to be used.
             self.engine.track(self.engine.store.delete_session_if_unused(tab.session_id))
         if not self.tabs:
             await self.add_tab()
@@ -407,6 +408,7 @@ class ChatApp(App[None]):
             return None
         if tab.session is None:
             tab.set_session(await self.engine.store.create_session(profile=self.settings.default_profile))
+            tab.made_for_setting = True
             self._save_tabs()
             return tab.session
         # As saved now: the tab's copy predates its first prompt (the title), and other processes change it too.

@@ -117,6 +117,9 @@ class ChatTab(TabPane):
         self.leaf_id: int | None = None
         self._remembered_leaf: int | None = None
         """The `leaf_id` last saved as this session's branch (see `_remember_branch`)."""
+        self.made_for_setting = False
+        """The session was made here for a setting (model, system prompt) before any message: if the tab closes
+        with the session still unused, the session goes too."""
         self.turn: Turn | None = None
         self._live_text: list[str] = []
         self.stats = TurnStats()
@@ -249,8 +252,8 @@ class ChatTab(TabPane):
         if leaf_id is None:
             leaf_id = await self._branch_shown_last(session_id)
         self.leaf_id = leaf_id if leaf_id is not None else await store.latest_leaf(session_id)
-        self._remember_branch()
         messages = await store.path(self.leaf_id, limit=PAGE) if self.leaf_id is not None else []
+        self._remember_branch()
         if self.turn is None or self.turn.done:  # else the live figures of the reply streaming into this branch
             self.stats = TurnStats.stored(messages[-1] if messages else None)
         message_list = self.query_one(MessageList)
@@ -291,9 +294,12 @@ class ChatTab(TabPane):
             messages = await store.path(first.parent_id, limit=PAGE_TO_FIRST if event.to_first else PAGE)
             entries = await self._entries(messages)
         except ChatError as error:
-            self.show_banner(str(error))  # not asked again: the list waits for this load
+            self.show_banner(str(error))
+            self.query_one(MessageList).earlier_failed()
             return
-        self.query_one(MessageList).prepend_entries(entries, has_earlier=bool(messages and messages[0].parent_id))
+        self.query_one(MessageList).prepend_entries(
+            entries, has_earlier=bool(messages and messages[0].parent_id), before=event.message_id
+        )
 
     # -- sending ---------------------------------------------------------------------------------------------
 

@@ -407,8 +407,14 @@ class MessageList(ScrollView, can_focus=True):
         self._request_earlier_if_unfilled()
         self._refresh_bindings_if_changed()
 
-    def prepend_entries(self, entries: Sequence[ChatEntry], *, has_earlier: bool) -> None:
-        """Insert earlier messages above the first one, keeping the viewport's content where it is."""
+    def prepend_entries(self, entries: Sequence[ChatEntry], *, has_earlier: bool, before: int | None = None) -> None:
+        """Insert earlier messages above the first one, keeping the viewport's content where it is.
+
+        With `before` (the id the page was asked for before), a page that no longer fits is dropped: the list
+        was replaced meanwhile (another branch shown), and it would have left a gap in the thread.
+        """
+        if before is not None and (not self._items or self._items[0].id != before):
+            return
         new_items = [_Item(entry) for entry in entries if entry.message.id not in self._by_id]
         anchor = self._anchor()
         width = self._width
@@ -817,6 +823,11 @@ class MessageList(ScrollView, can_focus=True):
         self._sync()
         if round(new_value) == 0:
             self._request_earlier()
+
+    def earlier_failed(self) -> None:
+        """The earlier messages asked for could not be read: the next scroll to the top asks again."""
+        self._earlier_requested = False
+        self._to_first = False
 
     def _request_earlier(self) -> None:
         if self._has_earlier and not self._earlier_requested and self._items:
