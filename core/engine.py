@@ -337,17 +337,15 @@ class ChatEngine:
 
     @staticmethod
     def preload() -> None:
-        """Import the model client (~0.7 s) and tune the garbage collector; the app calls this after its first frame.
+        """Import the model client (~0.7 s), then freeze what exists; the app calls this after its first frame.
 
-        langchain's ``astream`` keeps every chunk of a reply alive until the reply ends (~6 objects a token), and
         Python's full collections walk every live object: mid-stream they stalled the event loop 60-150 ms here.
-        Freezing what exists once the imports are done takes those objects out of every later collection, and a
-        higher third threshold makes full collections rare (the young generations still run as usual).
+        Freezing what exists once the imports are done takes those objects out of every later collection (and
+        `chat-tui` makes full collections rare from its first line, see tui/__main__.py).
         """
         import langchain_openai  # noqa: F401
 
         gc.freeze()
-        gc.set_threshold(700, 10, 1000)
 
     # -- turns ---------------------------------------------------------------------------------------------------
 

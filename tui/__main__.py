@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    # Rare full collections from the start, not only once the engine is preloaded (ChatEngine.preload says why):
-    # the imports that follow make objects that live as long as the process, and each full collection walked all
-    # of them again, on the path to the first frame and, during the preload thread's imports, stalling the app
-    # 40-100 ms several times in its first seconds.
+    # Rare full collections: each walks every live object, and most objects here live as long as the process
+    # (the imports', a long conversation's rendered rows). Under the default thresholds they stalled the app
+    # 40-100 ms several times in its first seconds (the preload thread's imports), and mid-stream, where langchain
+    # keeps every chunk of a reply alive until it ends (~6 objects a token), 60-150 ms. The young generations
+    # still run as usual.
     gc.set_threshold(700, 10, 1000)
     from core.cli import build_parser, run_command
 
