@@ -1049,8 +1049,9 @@ async def test_scrolling_to_the_top_loads_earlier_messages_and_home_goes_to_the_
         assert view.scroll_y == 0
 
 
+@pytest.mark.parametrize("move", ["end", "up", "wheel up"])
 async def test_moving_before_home_reached_the_first_message_stops_it_there(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, move: str
 ) -> None:
     monkeypatch.setattr(chat_tab_module, "PAGE_TO_FIRST", 100)
     session_id, texts = await long_session(settings, 350)
@@ -1060,26 +1061,38 @@ async def test_moving_before_home_reached_the_first_message_stops_it_there(
         tab = app.tabs[0]
         view = message_list(tab)
         await until(pilot, lambda: tab.session_id == session_id and view.entries, "the restored session")
-        store = tab.engine.store
-        path, release = store.path, asyncio.Event()
+        # The request for earlier messages is held back until the user has moved.
+        held: list[Message] = []
+        post = view.post_message
 
-        async def held_path(leaf_id: int, *, limit: int | None = None) -> list[Any]:
-            await release.wait()
-            return await path(leaf_id, limit=limit)
+        def holding(message: Message) -> bool:
+            if isinstance(message, MessageList.LoadEarlierRequested):
+                held.append(message)
+                return True
+            return post(message)
 
-        monkeypatch.setattr(store, "path", held_path)
+        monkeypatch.setattr(view, "post_message", holding)
         await press(pilot, "shift+tab")
         await until(pilot, lambda: app.focused is view, "the messages")
         loaded = len(view.entries)
         await press(pilot, "home")
-        await press(pilot, "end")  # back to the newest before the earlier messages came
-        release.set()
+        await until(pilot, lambda: held, "the request for the earlier messages")
+        # Up and the wheel, at the top already, change no position; End goes back to the newest.
+        if move == "wheel up":
+            view.post_message(events.MouseScrollUp(view, 5, 5, 0, -1, 0, False, False, False))
+        else:
+            await press(pilot, move)
+        await until(pilot, lambda: not view._to_first, "the walk to the first message stopped")
+        monkeypatch.setattr(view, "post_message", post)
+        post(held.pop())
         await until(pilot, lambda: len(view.entries) > loaded, "the earlier messages")
         await pilot.pause()
         assert len(view.entries) == loaded + 100  # the page asked for, no more
-        assert view.selected_id is None
-        assert view.scroll_y == view.max_scroll_y > 0
-        assert texts[-1] in screen_text(app)
+        assert not held
+        if move == "end":
+            assert view.selected_id is None
+            assert view.scroll_y == view.max_scroll_y > 0
+            assert texts[-1] in screen_text(app)
 
 
 async def test_a_page_asked_for_on_one_branch_is_dropped_if_another_branch_is_shown_meanwhile(
@@ -1291,6 +1304,23 @@ async def test_a_chat_closed_unused_after_a_setting_leaves_no_empty_chat_unless_
         ids = [row[0] for row in db_rows(settings.db_path, "SELECT id FROM sessions")]
         assert left not in ids
         assert kept in ids and await engine.store.get_draft(kept) == "unsent"
+        # One left open at a quit: restored at the next start, then closed unused.
+        await new_tab(pilot)
+        await press(pilot, "f4")
+        await until(pilot, lambda: isinstance(app.screen, TextPrompt), "the system prompt dialog")
+        await press(pilot, "B", "e", "ctrl+s")
+        await until(pilot, lambda: app.active_tab is not None and app.active_tab.session_id is not None, "saved")
+        restored = app.active_tab.session_id  # type: ignore[union-attr]
+
+    again = ChatApp(settings)
+    async with again.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await until(pilot, lambda: again.tab_for(restored) is not None, "the restored chat")  # type: ignore[arg-type]
+        again.activate(again.tab_for(restored))  # type: ignore[arg-type]
+        await again.action_close_tab()
+        assert again.engine is not None
+        await until(pilot, lambda: not again.engine._pending, "the engine's writes")  # type: ignore[union-attr]
+    assert restored not in [row[0] for row in db_rows(settings.db_path, "SELECT id FROM sessions")]
 
 
 async def test_opening_a_chat_replaces_an_untouched_new_chat_but_not_one_with_text(settings: Settings) -> None:

@@ -138,7 +138,11 @@ class ChatApp(App[None]):
         state = await store.get_state(OPEN_TABS_STATE, {}) or {}
         for session_id in state.get("sessions", []):
             with contextlib.suppress(ChatError):
-                await self.add_tab(await store.get_session(session_id), activate=False)
+                session = await store.get_session(session_id)
+                tab = await self.add_tab(session, activate=False)
+                # Restored with no message and no title, it is one a tab of ours made for a setting (a first
+                # prompt names a chat, a LangChain app's key too): closed unused, it goes as it would have before.
+                tab.made_for_setting = session.title is None and not session.message_count
         # A chat not saved yet has no session to restore; its unsent text brings its tab back.
         if not self.tabs or await store.get_draft(None):
             await self.add_tab(activate=False)

@@ -397,7 +397,10 @@ class ChatTab(TabPane):
     async def refresh_siblings(self) -> None:
         """Bring the versions marks ("‹ 1/2 ›") of the newest messages shown up to date: another process (the
         CLI, a LangChain app, a second window) may have branched beside them meanwhile."""
-        message_list = self.query_one(MessageList)
+        lists = self.query(MessageList)
+        if not lists:  # the tab is being removed
+            return
+        message_list = lists.first()
         ids = [entry.message.id for entry in message_list.entries[-PAGE:]]
         if not ids:
             return

@@ -1404,6 +1404,7 @@ class MessageList(ScrollView, can_focus=True):
         return True
 
     def action_select_previous(self) -> None:
+        self._to_first = False  # the user moves: a walk to the first message stops where it is
         with self._one_sync():
             if not self._items:
                 return
@@ -1528,5 +1529,6 @@ class MessageList(ScrollView, can_focus=True):
             self._selection_changed(old_value, item.id)
 
     def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._to_first = False  # at the top already, the scroll changes nothing that would stop a walk to the first
         if round(self.scroll_y) == 0:
             self._request_earlier()
