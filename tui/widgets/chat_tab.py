@@ -33,7 +33,8 @@ from tui.widgets.status_line import StatusLine
 PAGE = 100
 """Messages loaded at a time: the newest first, earlier ones when the user scrolls to the top."""
 PAGE_TO_FIRST = 1000
-"""Messages loaded at a time on the way to the first one (Home): ~10 ms to add on the event loop."""
+"""Messages loaded at a time on the way to the first one (Home): ~30 ms on the event loop to add (and render the
+first screen of) here; ten steps take a 10,000-message chat to its start in ~0.7 s."""
 
 
 def branch_state(session_id: int) -> str:
