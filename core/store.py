@@ -425,12 +425,14 @@ class Store:
         return await self.get_session(session_id)
 
     async def delete_session(self, session_id: int) -> None:
-        """Delete a session, (by cascade) all its messages, and its unsent text."""
+        """Delete a session, (by cascade) all its messages, its unsent text and its saved branch."""
         async with self._transaction() as db:
             cursor = await db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             if cursor.rowcount == 0:
                 raise NotFound(f"There is no session {session_id}.")
-            await db.execute("DELETE FROM app_state WHERE key = ?", (_draft_key(session_id),))
+            await db.execute(
+                "DELETE FROM app_state WHERE key IN (?, ?)", (_draft_key(session_id), _branch_key(session_id))
+            )
 
     async def delete_session_if_unused(self, session_id: int) -> bool:
         """Delete a session made for a setting and then left: no message, no unsent text, no title, no LangChain
@@ -681,6 +683,18 @@ class Store:
             await self.set_state(_draft_key(session_id), text)
         else:
             await self.delete_state(_draft_key(session_id))
+
+    async def get_branch(self, session_id: int) -> int | None:
+        """The last message of the branch a session was shown on last (an app's choice), if one was saved."""
+        leaf = await self.get_state(_branch_key(session_id))
+        return leaf if isinstance(leaf, int) else None
+
+    async def set_branch(self, session_id: int, leaf_id: int) -> None:
+        await self.set_state(_branch_key(session_id), leaf_id)
+
+
+def _branch_key(session_id: int) -> str:
+    return f"branch:{session_id}"
 
 
 def _draft_key(session_id: int | None) -> str:

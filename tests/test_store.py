@@ -567,6 +567,16 @@ async def test_deleting_a_session_deletes_its_draft(tmp_path: Path) -> None:
         assert (await store.get_draft(gone.id), await store.get_draft(kept.id)) == ("", "still here")
 
 
+async def test_a_sessions_saved_branch_is_kept_per_session_and_goes_with_it(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "branches.db") as store:
+        gone, kept = await store.create_session("Gone"), await store.create_session("Kept")
+        assert await store.get_branch(gone.id) is None
+        await store.set_branch(gone.id, 7)
+        await store.set_branch(kept.id, 9)
+        await store.delete_session(gone.id)
+        assert (await store.get_branch(gone.id), await store.get_branch(kept.id)) == (None, 9)
+
+
 async def test_export_a_branch_as_markdown_and_json(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "export.db", clock=ticking_clock()) as store:
         session = await store.create_session("Export me")

@@ -32,7 +32,7 @@ from core.export import to_markdown
 from core.models import Session
 from tui.keys import with_keys
 from tui.splash import APP_TITLE, COLOURS_STATE, DEMO_SUB_TITLE, HEADER_ICON, rendered_colours
-from tui.widgets.chat_tab import ChatTab, branch_state
+from tui.widgets.chat_tab import ChatTab
 from tui.widgets.footer import SteadyFooter
 from tui.widgets.markdown_render import preload_markdown
 from tui.widgets.message_list import copy_selected_text
@@ -490,8 +490,6 @@ class ChatApp(App[None]):
             if not self.tabs:
                 await self.add_tab()
             self._save_tabs()
-        if self.engine is not None:
-            self.engine.track(self.engine.store.delete_state(branch_state(event.session_id)))
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen

@@ -37,11 +37,6 @@ PAGE_TO_FIRST = 1000
 first screen of) here; ten steps take a 10,000-message chat to its start in ~0.7 s."""
 
 
-def branch_state(session_id: int) -> str:
-    """The app_state key of the branch a session was shown on last."""
-    return f"branch:{session_id}"
-
-
 @dataclass
 class TurnStats:
     """What the status line shows about the latest reply of a tab."""
@@ -269,8 +264,8 @@ class ChatTab(TabPane):
     async def _branch_shown_last(self, session_id: int) -> int | None:
         """The end of the branch this session was shown on last (here or in a tab since closed), grown by any
         messages added to it since; None if never saved, or gone (that branch deleted)."""
-        saved = await self.engine.store.get_state(branch_state(session_id))
-        if not isinstance(saved, int):
+        saved = await self.engine.store.get_branch(session_id)
+        if saved is None:
             return None
         with contextlib.suppress(NotFound):
             if (await self.engine.store.get_message(saved)).session_id == session_id:
@@ -283,7 +278,7 @@ class ChatTab(TabPane):
         regenerated reply's, another process's turn)."""
         if self.session is not None and self.leaf_id is not None and self.leaf_id != self._remembered_leaf:
             self._remembered_leaf = self.leaf_id
-            self.engine.track(self.engine.store.set_state(branch_state(self.session.id), self.leaf_id))
+            self.engine.track(self.engine.store.set_branch(self.session.id, self.leaf_id))
 
     @on(MessageList.LoadEarlierRequested)
     async def _load_earlier(self, event: MessageList.LoadEarlierRequested) -> None:
