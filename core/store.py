@@ -276,6 +276,7 @@ class Store:
         self.writer_token = writer_token()
         self.write_transactions = 0
         """How many write transactions this process committed: the benchmark counts them per reply."""
+        self._data_version: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -353,6 +354,18 @@ class Store:
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> tuple[Any, ...] | None:
         rows = await self._fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process (the CLI, a second window, a LangChain app) committed to the database since the
+        last call; the first call says True. Costs no read: SQLite counts the commits other connections make, and
+        only this store's writer connection is asked, so its own commits do not count (the reader makes none)."""
+        try:
+            rows = await self._writer.execute_fetchall("PRAGMA data_version")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.file) from exc
+        version = next(iter(rows))[0]
+        changed, self._data_version = version != self._data_version, version
+        return changed
 
     # -- sessions ----------------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from core.config import Settings, load_settings
 from core.engine import ChatEngine
 from core.models import Role, Status
 from core.server import LocalServer, parse_directives, reply_text, strip_directives
+from core.store import Store
 from tests.helpers import screen_text
 from tui.app import MAX_LABEL, OPEN_TABS_STATE, ChatApp
 from tui.keys import PasteSafeParser, read_escape_digits_as_alt
@@ -645,6 +646,69 @@ async def test_versions_made_by_another_process_show_when_a_reply_ends_or_the_ta
         await press(pilot, "alt+1")
         await until(pilot, lambda: entries(tab)[0].sibling_count == 3, "the third version")
         assert entries(tab)[0].sibling_index == 1
+
+
+async def test_what_another_process_writes_to_the_chat_in_view_shows_within_seconds(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        here = last_reply(tab).message
+        async with await Store.open(settings.db_path) as other:
+            # A turn streamed by another process on the branch shown (as `chat-tui ask` does): its question and
+            # the reply as flushed so far, then its end.
+            question, streamed = await other.start_turn(here.session_id, here.id, "Asked elsewhere", "demo")
+            await other.flush_reply(streamed.id, "Half of")
+            await until(pilot, lambda: [e.message.id for e in entries(tab)][-2:] == [question.id, streamed.id])
+            await until(pilot, lambda: last_reply(tab).message.content == "Half of", "the partial reply")
+            assert last_reply(tab).message.status is Status.STREAMING
+            await other.finish_reply(streamed.id, "Half of it, and the rest.", Status.COMPLETE, completion_tokens=7)
+            await until(pilot, lambda: last_reply(tab).message.status is Status.COMPLETE, "the reply's end")
+            assert "Half of it, and the rest." in shown_prose(app)
+            assert "↓7 tokens" in str(tab.query_one(StatusLine).text)
+            await other.update_session(here.session_id, title="Renamed elsewhere")
+            await until(pilot, lambda: tab.title == "Renamed elsewhere", "the new title")
+
+            # A hidden tab's chat catches up when it is shown.
+            await new_tab(pilot)
+            (later,) = await other.add_messages(here.session_id, streamed.id, [(Role.USER, "Later, elsewhere")])
+            await pilot.pause(1.5)
+            await press(pilot, "alt+1")
+            await until(pilot, lambda: entries(tab)[-1].message.id == later.id, "the hidden tab's catch-up")
+        # The next prompt here follows the branch as shown.
+        await send_and_wait(pilot, "And here again")
+        assert tab.turn is not None and tab.turn.user is not None
+        assert tab.turn.user.parent_id == later.id
+        assert [e.message.id for e in entries(tab)][:2] == [entries(tab)[0].message.id, here.id]
+
+
+async def test_a_prompt_sent_while_another_processs_turn_shows_up_is_a_branch_of_its_own(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        first = [e.message.id for e in entries(tab)]
+        assert app.engine is not None
+        engine_send = app.engine.send
+
+        async def send_while_another_turn_shows(session_id: int, text: str, **kwargs: Any) -> Any:
+            turn = await engine_send(session_id, text, **kwargs)
+            # While the prompt was being saved, another process answered the same question, and the tab
+            # showed it.
+            async with await Store.open(settings.db_path) as other:
+                await other.add_messages(session_id, first[-1], [(Role.USER, "Elsewhere"), (Role.ASSISTANT, "Hi")])
+            await tab.catch_up().wait()
+            assert [e.message.content for e in entries(tab)][-2:] == ["Elsewhere", "Hi"]
+            return turn
+
+        monkeypatch.setattr(app.engine, "send", send_while_another_turn_shows)
+        await send_and_wait(pilot, "Sent meanwhile")
+        shown = entries(tab)
+        assert [e.message.id for e in shown][:2] == first
+        assert [e.message.content for e in shown][2:] == ["Sent meanwhile", expected_reply("Sent meanwhile")]
+        assert (shown[2].sibling_index, shown[2].sibling_count) == (1, 2)
 
 
 # -- failures ---------------------------------------------------------------------------------------------------

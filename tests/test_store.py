@@ -644,3 +644,20 @@ async def test_only_a_session_without_messages_draft_title_or_key_is_deleted_as_
     await store.add_messages(used.id, None, [(Role.USER, "hi")])
     results = [await store.delete_session_if_unused(s.id) for s in (bare, named, keyed, drafted, used)]
     assert results == [True, False, False, False, False]
+
+
+async def test_changed_elsewhere_counts_other_connections_commits_only(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    async with await Store.open(path) as store, await Store.open(path) as other:
+        assert await store.changed_elsewhere()  # the first call: nothing seen yet
+        assert not await store.changed_elsewhere()
+        session = await store.create_session("mine")
+        await chat(store, session.id, "q", "a")
+        assert not await store.changed_elsewhere()  # its own writes
+        await chat(other, session.id, "q2", "a2")
+        assert await store.changed_elsewhere()
+        assert not await store.changed_elsewhere()
+        with closing(sqlite3.connect(path)) as plain:  # any writer, not only chat-tui's
+            plain.execute("UPDATE sessions SET title = 'renamed'")
+            plain.commit()
+        assert await store.changed_elsewhere()

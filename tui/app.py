@@ -22,6 +22,7 @@ from textual.css.query import NoMatches
 from textual.driver import Driver
 from textual.reactive import Reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Header, TabbedContent, Tabs
 
@@ -42,8 +43,10 @@ if TYPE_CHECKING:
     from tui.screens.session_browser import SessionBrowser
 
 OPEN_TABS_STATE = "open_tabs"
-SIBLINGS_AFTER_SWITCH = 0.3
-"""Seconds after a tab is shown that its versions marks are read again (see ChatTab.refresh_siblings)."""
+CATCH_UP_AFTER_SWITCH = 0.3
+"""Seconds after a tab is shown that it reads what other processes wrote to its chat (see ChatTab.catch_up)."""
+OTHERS_INTERVAL = 1.0
+"""Seconds between two looks at whether another process wrote to the database."""
 THEME_STATE = "theme"
 MAX_LABEL = 22
 
@@ -100,6 +103,7 @@ class ChatApp(App[None]):
         if settings.demo:
             self.sub_title = DEMO_SUB_TITLE
         self._first_frame_colours: object = None
+        self._others_timer: Timer | None = None
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
 
     def get_default_screen(self) -> Screen:
@@ -152,9 +156,22 @@ class ChatApp(App[None]):
         self.call_after_refresh(self._preload)
         self.call_after_refresh(self._remember_first_frame)
         self.call_after_refresh(self._check_keymap)
+        self._others_timer = self.set_interval(OTHERS_INTERVAL, self._catch_up_with_others, name="others")
 
     async def on_unmount(self) -> None:
+        if self._others_timer is not None:
+            self._others_timer.stop()
         await self._exit_stack.aclose()
+
+    async def _catch_up_with_others(self) -> None:
+        """The chat in view shows what another process (the CLI, a second window, a LangChain app) wrote to it
+        within a second; the others catch up when shown. A look costs no read while nothing changed."""
+        try:
+            changed = await self.engine.store.changed_elsewhere()
+        except ChatError:
+            return
+        if changed and (tab := self.active_tab) is not None:
+            tab.catch_up()
 
     def _hang_up(self) -> None:
         """The terminal is gone: save the live replies, then leave without Textual's shutdown, which waits on
@@ -233,7 +250,7 @@ class ChatApp(App[None]):
             event.pane.unread = False
             event.pane.refresh_status()
             # Once the switch is on screen: it is the figure users feel, and marks changed elsewhere can wait.
-            event.pane.set_timer(SIBLINGS_AFTER_SWITCH, event.pane.refresh_siblings)
+            event.pane.set_timer(CATCH_UP_AFTER_SWITCH, event.pane.catch_up)
             event.pane.focus_prompt()
             self._save_tabs()
 

@@ -323,20 +323,26 @@ class ChatTab(TabPane):
                 profile = self.engine.settings.default_profile
                 self.session = await self.engine.store.create_session(profile=profile)
                 self.post_message(self.SessionBound(self))
-            turn = await self.engine.send(self.session.id, text, parent_id=self.leaf_id)
+            parent_id = self.leaf_id
+            turn = await self.engine.send(self.session.id, text, parent_id=parent_id)
         except ChatError as error:
             self.show_banner(str(error))
             return False
         self.show_banner("")
+        if self.session.title is None:  # the first prompt named the session
+            self.session = await self.engine.store.get_session(self.session.id)
+            self.title = self.session.display_title
+        if self.leaf_id != parent_id:
+            # Another process's turn was shown while the prompt was saved: the prompt answers what was on screen
+            # when it was typed, so it is a branch beside that turn; show that branch.
+            await self._start_branch(turn)
+            return True
         message_list = self.query_one(MessageList)
         assert turn.user is not None
         message_list.action_follow_end()  # scrolled up to reread something: the new prompt and its reply show anyway
         message_list.append_entry(ChatEntry(turn.user))
         message_list.append_entry(ChatEntry(turn.reply))
         self._set_empty(False)
-        if self.session.title is None:  # the first prompt named the session
-            self.session = await self.engine.store.get_session(self.session.id)
-            self.title = self.session.display_title
         self._start(turn)
         return True
 
@@ -387,25 +393,67 @@ class ChatTab(TabPane):
         self.streaming = False
         self.refresh_status()
         self.post_message(self.ReplyEnded(self, message))
-        self.refresh_siblings()
+        self.catch_up()
 
-    @work(group="siblings", exclusive=True, exit_on_error=False)
-    async def refresh_siblings(self) -> None:
-        """Bring the versions marks ("‹ 1/2 ›") of the newest messages shown up to date: another process (the
-        CLI, a LangChain app, a second window) may have branched beside them meanwhile."""
+    @work(group="catch-up", exclusive=True, exit_on_error=False)
+    async def catch_up(self) -> None:
+        """Show what other processes (the CLI, a LangChain app, a second window) wrote to this chat since it was
+        read: messages added to the branch shown, a reply they stream there and its end, a new title, versions
+        marks ("‹ 1/2 ›") beside the newest messages. Nothing shown moves unless something changed."""
         lists = self.query(MessageList)
-        if not lists:  # the tab is being removed
+        if not lists or self.session is None:  # the tab is being removed; a new chat
             return
         message_list = lists.first()
-        ids = [entry.message.id for entry in message_list.entries[-PAGE:]]
-        if not ids:
+        store = self.engine.store
+        leaf_id, turn = self.leaf_id, self.turn
+        entries: list[ChatEntry] = []
+        newest = leaf_id
+        try:
+            session = await store.get_session(self.session.id)
+            # While this tab's own reply streams, only its marks: its branch ends with that reply.
+            if turn is None or turn.done:
+                if leaf_id is None:
+                    newest = await store.latest_leaf(session.id)
+                else:
+                    newest = await store.newest_leaf_under(leaf_id)
+                tail = message_list.entries[-PAGE:]
+                if newest != leaf_id or any(entry.message.status is Status.STREAMING for entry in tail):
+                    entries = await self._entries(await store.path(newest, limit=PAGE)) if newest else []
+            else:
+                tail = message_list.entries[-PAGE:]
+            # The entries read carry their marks.
+            counts = {} if entries else await store.sibling_counts(entry.message.id for entry in tail)
+        except ChatError:  # gone, or a damaged page: a read failing here changes nothing shown
             return
-        with contextlib.suppress(ChatError):  # a read failing here changes nothing shown
-            counts = await self.engine.store.sibling_counts(ids)
-            for message_id, (index, count) in counts.items():
-                entry = message_list.entry(message_id)
-                if entry is not None and (entry.sibling_index, entry.sibling_count) != (index, count):
-                    message_list.update_entry(replace(entry, sibling_index=index, sibling_count=count))
+        if self.leaf_id != leaf_id or self.turn is not turn or not message_list.is_attached:
+            return  # the tab moved on meanwhile (a send, another branch): what was read may not fit
+        if session.title != self.session.title:
+            self.session = session
+            self.title = session.display_title
+        if newest != leaf_id and leaf_id is not None and leaf_id not in {entry.message.id for entry in entries}:
+            await self.load(session.id, newest)  # more was added than a page: shown as if opened again
+            return
+        changed = False
+        for entry in entries:
+            if (shown := message_list.entry(entry.message.id)) is None:
+                message_list.append_entry(entry)
+            elif shown != entry:
+                message_list.update_entry(entry)
+            else:
+                continue
+            changed = True
+        for message_id, (index, count) in counts.items():
+            shown = message_list.entry(message_id)
+            if shown is not None and (shown.sibling_index, shown.sibling_count) != (index, count):
+                message_list.update_entry(replace(shown, sibling_index=index, sibling_count=count))
+        if changed:
+            if newest != leaf_id:
+                self.leaf_id = newest
+                self._remember_branch()
+                self._set_empty(False)
+            self.stats = TurnStats.stored(entries[-1].message)
+            self.refresh_status()
+            self.refresh_bindings()  # Retry shows when the last reply failed
 
     def action_cancel_reply(self) -> None:
         if self.turn is not None and not self.turn.done:
