@@ -662,6 +662,12 @@ async def test_what_another_process_writes_to_the_chat_in_view_shows_within_seco
             await until(pilot, lambda: [e.message.id for e in entries(tab)][-2:] == [question.id, streamed.id])
             await until(pilot, lambda: last_reply(tab).message.content == "Half of", "the partial reply")
             assert last_reply(tab).message.status is Status.STREAMING
+            # A follow-up now would be sent without the rest of that reply: refused, the text kept.
+            prompt_input(tab).insert("Too soon")
+            await press(pilot, "enter")
+            await until(pilot, lambda: any("send when it ends" in n.message for n in app._notifications), "the refusal")
+            assert prompt_input(tab).text == "Too soon"
+            prompt_input(tab).clear()
             await other.finish_reply(streamed.id, "Half of it, and the rest.", Status.COMPLETE, completion_tokens=7)
             await until(pilot, lambda: last_reply(tab).message.status is Status.COMPLETE, "the reply's end")
             assert "Half of it, and the rest." in shown_prose(app)
@@ -680,6 +686,26 @@ async def test_what_another_process_writes_to_the_chat_in_view_shows_within_seco
         assert tab.turn is not None and tab.turn.user is not None
         assert tab.turn.user.parent_id == later.id
         assert [e.message.id for e in entries(tab)][:2] == [entries(tab)[0].message.id, here.id]
+
+
+async def test_a_reply_whose_process_died_mid_stream_shows_as_interrupted(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        here = last_reply(tab).message
+        async with await Store.open(settings.db_path) as other:
+            other.writer_token = f"{socket.gethostname()}:999999999:0"  # a process that no longer runs
+            _, streamed = await other.start_turn(here.session_id, here.id, "Asked, then killed", "demo")
+            await other.flush_reply(streamed.id, "Cut sho")
+        # No process commits anything after this: the app still finds the reply's writer gone.
+        await until(pilot, lambda: last_reply(tab).message.id == streamed.id, "the other turn")
+        await until(pilot, lambda: last_reply(tab).message.status is Status.INTERRUPTED, "the interrupted mark")
+        assert last_reply(tab).message.content == "Cut sho"
+        assert "interrupted, partial reply kept" in screen_text(app)
+        assert not tab.shows_foreign_stream
+        await send_and_wait(pilot, "Go on")  # the chat takes prompts again
+        assert tab.turn is not None and tab.turn.user is not None and tab.turn.user.parent_id == streamed.id
 
 
 async def test_a_prompt_sent_while_another_processs_turn_shows_up_is_a_branch_of_its_own(

@@ -165,12 +165,13 @@ class ChatApp(App[None]):
 
     async def _catch_up_with_others(self) -> None:
         """The chat in view shows what another process (the CLI, a second window, a LangChain app) wrote to it
-        within a second; the others catch up when shown. A look costs no read while nothing changed."""
+        within a second; the others catch up when shown. A look costs no read while nothing changed, unless the
+        chat shows another process's reply streaming: that process may have died, leaving no commit to see."""
         try:
             changed = await self.engine.store.changed_elsewhere()
         except ChatError:
             return
-        if changed and (tab := self.active_tab) is not None:
+        if (tab := self.active_tab) is not None and (changed or tab.shows_foreign_stream):
             tab.catch_up()
 
     def _hang_up(self) -> None:

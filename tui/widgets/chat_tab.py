@@ -310,6 +310,13 @@ class ChatTab(TabPane):
         event.stop()
         if self._refuse_while_streaming():
             return
+        if self.shows_foreign_stream:
+            # Sent now, the prompt would follow a reply its request never included (what was saved of it so far).
+            self.notify(
+                "Another window (or the CLI) is streaming a reply into this chat: send when it ends.",
+                severity="warning",
+            )
+            return
         if await self.send(event.text):
             event.prompt.accept(event.typed)
             self._forget_draft()
@@ -395,6 +402,15 @@ class ChatTab(TabPane):
         self.post_message(self.ReplyEnded(self, message))
         self.catch_up()
 
+    @property
+    def shows_foreign_stream(self) -> bool:
+        """The branch shown ends with a reply another process is streaming (as last read)."""
+        lists = self.query(MessageList)
+        last = lists.first().last_entry if lists else None
+        if last is None or last.message.status is not Status.STREAMING:
+            return False
+        return self.turn is None or last.message.id != self.turn.reply.id
+
     @work(group="catch-up", exclusive=True, exit_on_error=False)
     async def catch_up(self) -> None:
         """Show what other processes (the CLI, a LangChain app, a second window) wrote to this chat since it was
@@ -417,7 +433,10 @@ class ChatTab(TabPane):
                 else:
                     newest = await store.newest_leaf_under(leaf_id)
                 tail = message_list.entries[-PAGE:]
-                if newest != leaf_id or any(entry.message.status is Status.STREAMING for entry in tail):
+                streams = any(entry.message.status is Status.STREAMING for entry in tail)
+                if streams:
+                    await store.recover_interrupted()  # the process streaming it may have died (killed, crashed)
+                if newest != leaf_id or streams:
                     entries = await self._entries(await store.path(newest, limit=PAGE)) if newest else []
             else:
                 tail = message_list.entries[-PAGE:]
