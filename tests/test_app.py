@@ -662,21 +662,28 @@ async def test_what_another_process_writes_to_the_chat_in_view_shows_within_seco
             await until(pilot, lambda: [e.message.id for e in entries(tab)][-2:] == [question.id, streamed.id])
             await until(pilot, lambda: last_reply(tab).message.content == "Half of", "the partial reply")
             assert last_reply(tab).message.status is Status.STREAMING
+            await until(pilot, lambda: label(app, tab).startswith("⋯ "), "the streaming mark")
+            assert "streaming elsewhere…" in str(tab.query_one(StatusLine).text)
             # A follow-up now would be sent without the rest of that reply: refused, the text kept.
             prompt_input(tab).insert("Too soon")
             await press(pilot, "enter")
             await until(pilot, lambda: any("send when it ends" in n.message for n in app._notifications), "the refusal")
             assert prompt_input(tab).text == "Too soon"
             prompt_input(tab).clear()
+            # Its end shows even in a tab in the background: the label's mark goes.
+            await new_tab(pilot)
             await other.finish_reply(streamed.id, "Half of it, and the rest.", Status.COMPLETE, completion_tokens=7)
-            await until(pilot, lambda: last_reply(tab).message.status is Status.COMPLETE, "the reply's end")
-            assert "Half of it, and the rest." in shown_prose(app)
+            await until(pilot, lambda: not label(app, tab).startswith("⋯ "), "the streaming mark gone")
+            await press(pilot, "alt+1")
+            await until(pilot, lambda: "Half of it, and the rest." in shown_prose(app), "the reply's end")
+            assert last_reply(tab).message.status is Status.COMPLETE
             assert "↓7 tokens" in str(tab.query_one(StatusLine).text)
             await other.update_session(here.session_id, title="Renamed elsewhere")
             await until(pilot, lambda: tab.title == "Renamed elsewhere", "the new title")
 
             # A hidden tab's chat catches up when it is shown.
-            await new_tab(pilot)
+            await press(pilot, "alt+2")
+            await until(pilot, lambda: app.active_tab is not tab, "the other tab")
             (later,) = await other.add_messages(here.session_id, streamed.id, [(Role.USER, "Later, elsewhere")])
             await pilot.pause(1.5)
             await press(pilot, "alt+1")

@@ -165,14 +165,16 @@ class ChatApp(App[None]):
 
     async def _catch_up_with_others(self) -> None:
         """The chat in view shows what another process (the CLI, a second window, a LangChain app) wrote to it
-        within a second; the others catch up when shown. A look costs no read while nothing changed, unless the
-        chat shows another process's reply streaming: that process may have died, leaving no commit to see."""
+        within a second; the others catch up when shown. A look costs no read while nothing changed, unless a tab
+        shows another process's reply streaming: it follows that reply (its label's mark) to its end, and that
+        process may have died, leaving no commit to see."""
         try:
             changed = await self.engine.store.changed_elsewhere()
         except ChatError:
             return
-        if (tab := self.active_tab) is not None and (changed or tab.shows_foreign_stream):
-            tab.catch_up()
+        for tab in self.tabs:
+            if (changed and tab is self.active_tab) or tab.shows_foreign_stream:
+                tab.catch_up()
 
     def _hang_up(self) -> None:
         """The terminal is gone: save the live replies, then leave without Textual's shutdown, which waits on
@@ -263,7 +265,7 @@ class ChatApp(App[None]):
         if not tab.is_mounted:
             return
         title = _cut(tab.title, MAX_LABEL)
-        label = ("⋯ " if tab.streaming else "● " if tab.unread else "") + title
+        label = ("⋯ " if tab.streaming or tab.shows_foreign_stream else "● " if tab.unread else "") + title
         with contextlib.suppress(Exception):  # the tab may be mid-removal
             content_tab = self.tabbed.get_tab(tab)
             if content_tab.label.plain != label:  # a new label costs a layout of the tab bar

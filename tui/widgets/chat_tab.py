@@ -466,6 +466,7 @@ class ChatTab(TabPane):
             if shown is not None and (shown.sibling_index, shown.sibling_count) != (index, count):
                 message_list.update_entry(replace(shown, sibling_index=index, sibling_count=count))
         if changed:
+            self.post_message(self.StateChanged(self))  # the label's streaming mark, for a reply streamed elsewhere
             if newest != leaf_id:
                 self.leaf_id = newest
                 self._remember_branch()
@@ -608,6 +609,8 @@ class ChatTab(TabPane):
         parts.append(self.stats.describe())
         if self.streaming:
             parts.append(f"streaming… ({self._stop_key()} stops)")
+        elif self.shows_foreign_stream:
+            parts.append("streaming elsewhere…")
         self.query_one(StatusLine).text = " │ ".join(p for p in parts if p)
 
     def _stop_key(self) -> str:
