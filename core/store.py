@@ -616,15 +616,28 @@ class Store:
         row = await self._fetchone("SELECT max(id) FROM messages WHERE session_id = ?", (session_id,))
         return row[0] if row else None
 
-    async def newest_leaf_under(self, message_id: int) -> int:
+    async def newest_leaf_under(self, message_id: int) -> int | None:
+        """The newest message of the branches through ``message_id`` (itself if it has no children); None if it
+        is gone (deleted, its session cleared)."""
         row = await self._fetchone(
             "WITH RECURSIVE down (id) AS ("
-            "  SELECT ? UNION ALL SELECT m.id FROM messages m JOIN down ON m.parent_id = down.id"
+            "  SELECT id FROM messages WHERE id = ?"
+            "  UNION ALL SELECT m.id FROM messages m JOIN down ON m.parent_id = down.id"
             ") SELECT max(id) FROM down",
             (message_id,),
         )
-        assert row is not None
-        return row[0]
+        return row[0] if row else None
+
+    async def newest_message_ids(self, session_ids: Iterable[int]) -> dict[int, int]:
+        """Each session's newest message id (sessions without messages left out), in one query: what grew."""
+        ids = list(session_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await self._fetchall(
+            f"SELECT session_id, max(id) FROM messages WHERE session_id IN ({marks}) GROUP BY session_id", ids
+        )
+        return {r[0]: r[1] for r in rows}
 
     async def siblings(self, message_id: int) -> list[int]:
         """Ids of the messages sharing this one's parent and role (itself included), oldest first."""

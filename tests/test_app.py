@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import sqlite3
 import time
@@ -183,6 +184,23 @@ def recorded_updates(app: ChatApp, monkeypatch: pytest.MonkeyPatch) -> list[Any]
 
     monkeypatch.setattr(app, "_display", recording)
     return updates
+
+
+def gate(monkeypatch: pytest.MonkeyPatch, obj: object, name: str, when: Callable[..., bool]) -> asyncio.Event:
+    """Hold the first call of ``obj.name`` for which ``when(*args, **kwargs)`` holds until the returned event is
+    set; ``gate.entered`` (an attribute of that event) is set once the call is held."""
+    original = getattr(obj, name)
+    release, entered = asyncio.Event(), asyncio.Event()
+    release.entered = entered  # type: ignore[attr-defined]
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        if not entered.is_set() and when(*args, **kwargs):
+            entered.set()
+            await release.wait()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, held)
+    return release
 
 
 async def started(pilot: Pilot[Any]) -> ChatApp:
@@ -667,7 +685,7 @@ async def test_what_another_process_writes_to_the_chat_in_view_shows_within_seco
             # A follow-up now would be sent without the rest of that reply: refused, the text kept.
             prompt_input(tab).insert("Too soon")
             await press(pilot, "enter")
-            await until(pilot, lambda: any("send when it ends" in n.message for n in app._notifications), "the refusal")
+            await until(pilot, lambda: any("wait for its end" in n.message for n in app._notifications), "the refusal")
             assert prompt_input(tab).text == "Too soon"
             prompt_input(tab).clear()
             # Its end shows even in a tab in the background: the label's mark goes.
@@ -692,7 +710,143 @@ async def test_what_another_process_writes_to_the_chat_in_view_shows_within_seco
         await send_and_wait(pilot, "And here again")
         assert tab.turn is not None and tab.turn.user is not None
         assert tab.turn.user.parent_id == later.id
-        assert [e.message.id for e in entries(tab)][:2] == [entries(tab)[0].message.id, here.id]
+        assert [e.message.content for e in entries(tab)][:3] == ["Asked here", here.content, "Asked elsewhere"]
+
+
+async def test_enter_again_sends_beside_a_reply_streaming_elsewhere(settings: Settings) -> None:
+    """The way out when the process streaming into the chat hangs (stopped, stalled): a branch of one's own."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        here = last_reply(tab).message
+        async with await Store.open(settings.db_path) as other:
+            question, streamed = await other.start_turn(here.session_id, here.id, "Asked elsewhere", "demo")
+            await until(pilot, lambda: last_reply(tab).message.id == streamed.id, "the other turn")
+            prompt_input(tab).insert("Mine")
+            await press(pilot, "enter")
+            await until(pilot, lambda: any("Enter again" in n.message for n in app._notifications), "the refusal")
+            assert tab.turn is not None and tab.turn.reply.id == here.id  # nothing sent
+            await press(pilot, "enter")
+            await until(pilot, lambda: settled(tab) and tab.turn.reply.id != here.id, "the reply beside")
+        assert tab.turn.user is not None and tab.turn.user.parent_id == here.id
+        shown = entries(tab)
+        assert [e.message.content for e in shown] == ["Asked here", here.content, "Mine", expected_reply("Mine")]
+        assert (shown[2].sibling_index, shown[2].sibling_count) == (2, 2)
+
+
+async def test_a_chat_deleted_or_cleared_elsewhere(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        session_id = tab.session_id
+        assert session_id is not None
+        async with await Store.open(settings.db_path) as other:
+            # Cleared, then asked again (`chat-tui ask -s`): the new start shows, not the messages gone.
+            await other.clear_session(session_id)
+            (fresh,) = await other.add_messages(session_id, None, [(Role.USER, "A fresh start")])
+            await until(pilot, lambda: [e.message.id for e in entries(tab)] == [fresh.id], "the new start")
+            # Deleted: the tab becomes a new chat, and what was typed in it stays.
+            prompt_input(tab).insert("Still mine")
+            await other.delete_session(session_id)
+            await until(pilot, lambda: tab.session is None, "the chat gone")
+        assert (entries(tab), tab.title, tab.leaf_id) == ([], "New chat", None)
+        assert "deleted in another window" in screen_text(app)
+        assert prompt_input(tab).text == "Still mine"
+        saved = app.engine.store.get_state  # type: ignore[union-attr]
+        assert session_id not in (await saved(OPEN_TABS_STATE))["sessions"]
+        before = tab.turn
+        await press(pilot, "enter")
+        await until(pilot, lambda: tab.turn is not before and settled(tab), "the reply in the new chat")
+        assert tab.session_id not in (None, session_id)
+
+
+async def test_a_catch_up_keeps_a_rename_made_here_meanwhile(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        assert app.engine is not None and tab.session_id is not None
+        store = app.engine.store
+        release = gate(monkeypatch, store, "newest_leaf_under", lambda *_: True)
+        worker = tab.catch_up()
+        await release.entered.wait()  # type: ignore[attr-defined]
+        app._session_changed(await store.update_session(tab.session_id, title="Renamed here"))
+        release.set()
+        await worker.wait()
+        assert tab.title == "Renamed here"
+
+
+async def test_a_load_cut_short_leaves_the_tab_as_it_was(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More than a page added elsewhere is shown by loading the branch again; cancelled mid-read (the next catch-up
+    starts), it must not leave the tab's branch pointing past the messages shown."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        assert app.engine is not None and tab.session_id is not None
+        leaf = tab.leaf_id
+        roles = itertools.cycle([Role.USER, Role.ASSISTANT])
+        async with await Store.open(settings.db_path) as other:
+            added = await other.add_messages(
+                tab.session_id, leaf, [(next(roles), f"m{i}") for i in range(chat_tab_module.PAGE + 20)]
+            )
+        reads = itertools.count(1)  # the catch-up's own read of the branch, then the load's: held
+        release = gate(
+            monkeypatch, app.engine.store, "path", lambda leaf, **_: leaf == added[-1].id and next(reads) == 2
+        )
+        tab.catch_up()
+        await release.entered.wait()  # type: ignore[attr-defined]
+        assert (tab.leaf_id, last_reply(tab).message.id) == (leaf, leaf)
+        tab.catch_up()  # cancels the first
+        release.set()
+        await until(pilot, lambda: last_reply(tab).message.id == added[-1].id, "the messages added")
+        assert tab.leaf_id == added[-1].id
+
+
+async def test_a_long_history_written_elsewhere_into_an_empty_chat_in_view_reads_back_to_its_start(
+    settings: Settings,
+) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        tab = app.active_tab
+        await started(pilot)
+        assert app.engine is not None and tab is not None
+        # A chat given a setting before any message (a session, no branch), then a LangChain app's import.
+        tab.set_session(await app.engine.store.create_session(profile=settings.default_profile))
+        roles = itertools.cycle([Role.USER, Role.ASSISTANT])
+        async with await Store.open(settings.db_path) as other:
+            added = await other.add_messages(tab.session_id, None, [(next(roles), f"m{i}") for i in range(150)])
+        await until(pilot, lambda: bool(entries(tab)) and last_reply(tab).message.id == added[-1].id, "the import")
+        message_list(tab).action_select_first()
+        await until(pilot, lambda: entries(tab)[0].message.id == added[0].id, "the first message")
+
+
+async def test_a_chat_in_the_background_marks_a_turn_made_elsewhere(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        here = last_reply(tab).message
+        await new_tab(pilot)
+        async with await Store.open(settings.db_path) as other:
+            _, streamed = await other.start_turn(here.session_id, here.id, "Asked elsewhere", "demo")
+            await until(pilot, lambda: label(app, tab).startswith("⋯ "), "the streaming mark")
+            await other.finish_reply(streamed.id, "Done.", Status.COMPLETE)
+            await until(pilot, lambda: label(app, tab).startswith("● "), "the unread mark")
+            # A turn that begins and ends between two looks is marked too.
+            (_, answer) = await other.add_messages(
+                here.session_id, streamed.id, [(Role.USER, "q"), (Role.ASSISTANT, "a")]
+            )
+            await press(pilot, "alt+1")
+            await until(pilot, lambda: not label(app, tab).startswith("● "), "the mark read")
+            await press(pilot, "alt+2")
+            await until(pilot, lambda: app.active_tab is not tab, "the other tab")
+            await other.add_messages(here.session_id, answer.id, [(Role.USER, "q2"), (Role.ASSISTANT, "a2")])
+            await until(pilot, lambda: label(app, tab).startswith("● "), "the unread mark again")
 
 
 async def test_a_reply_whose_process_died_mid_stream_shows_as_interrupted(settings: Settings) -> None:

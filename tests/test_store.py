@@ -661,3 +661,16 @@ async def test_changed_elsewhere_counts_other_connections_commits_only(tmp_path:
             plain.execute("UPDATE sessions SET title = 'renamed'")
             plain.commit()
         assert await store.changed_elsewhere()
+
+
+async def test_newest_leaf_under_a_gone_message_is_none_and_newest_ids_are_per_session(store: Store) -> None:
+    one, two, empty = [await store.create_session(name) for name in ("one", "two", "empty")]
+    first = await chat(store, one.id, "q", "a")
+    branch = await chat(store, one.id, "q2", "a2", parent_id=first[0].id)
+    (only,) = await chat(store, two.id, "q")
+    assert await store.newest_leaf_under(first[0].id) == branch[-1].id
+    assert await store.newest_message_ids([one.id, two.id, empty.id]) == {one.id: branch[-1].id, two.id: only.id}
+    await store.clear_session(one.id)
+    assert await store.newest_leaf_under(first[0].id) is None
+    assert await store.newest_message_ids([one.id]) == {}
+    assert await store.newest_message_ids([]) == {}

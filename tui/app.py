@@ -103,8 +103,10 @@ class ChatApp(App[None]):
         if settings.demo:
             self.sub_title = DEMO_SUB_TITLE
         self._first_frame_colours: object = None
-        self._others_timer: Timer | None = None
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
+        self._others_timer: Timer | None = None
+        self._newest_ids: dict[int, int] = {}
+        """Each open chat's newest message id when another process last wrote (see `_catch_up_with_others`)."""
 
     def get_default_screen(self) -> Screen:
         return MainScreen(id="_default")
@@ -164,16 +166,25 @@ class ChatApp(App[None]):
         await self._exit_stack.aclose()
 
     async def _catch_up_with_others(self) -> None:
-        """The chat in view shows what another process (the CLI, a second window, a LangChain app) wrote to it
-        within a second; the others catch up when shown. A look costs no read while nothing changed, unless a tab
-        shows another process's reply streaming: it follows that reply (its label's mark) to its end, and that
-        process may have died, leaving no commit to see."""
+        """The chats open show what another process (the CLI, a second window, a LangChain app) wrote to them: the
+        one in view within a second, one in the background when it grew (a new turn: its mark, unread) and
+        otherwise when shown. A look reads nothing while nothing changed, unless a tab shows another process's
+        reply streaming: it follows that reply to its end, and that process may have died, leaving no commit."""
+        if self.engine is None:
+            return
+        store = self.engine.store
+        tabs = self.tabs
+        grown: set[int] = set()
         try:
-            changed = await self.engine.store.changed_elsewhere()
+            changed = await store.changed_elsewhere()
+            if changed:
+                newest = await store.newest_message_ids({tab.session_id for tab in tabs if tab.session_id is not None})
+                grown = {session_id for session_id, last in newest.items() if self._newest_ids.get(session_id) != last}
+                self._newest_ids = newest
         except ChatError:
             return
-        for tab in self.tabs:
-            if (changed and tab is self.active_tab) or tab.shows_foreign_stream:
+        for tab in tabs:
+            if (changed and tab is self.active_tab) or tab.session_id in grown or tab.shows_foreign_stream:
                 tab.catch_up()
 
     def _hang_up(self) -> None:

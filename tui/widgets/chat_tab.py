@@ -124,6 +124,8 @@ class ChatTab(TabPane):
         self._draft = ""
         """The unsent text saved for this chat, as last read or written."""
         self._keep_draft = True
+        self._asked_beside: str | None = None
+        """A prompt refused while another process streams into this chat: sent beside that turn if sent again."""
 
     @property
     def session_id(self) -> int | None:
@@ -243,17 +245,23 @@ class ChatTab(TabPane):
 
     async def _load(self, session_id: int, leaf_id: int | None, *, select: int | None) -> None:
         store = self.engine.store
-        self.session = await store.get_session(session_id)
-        self.title = self.session.display_title
+        session = await store.get_session(session_id)
         if leaf_id is None:
             leaf_id = await self._branch_shown_last(session_id)
-        self.leaf_id = leaf_id if leaf_id is not None else await store.latest_leaf(session_id)
-        messages = await store.path(self.leaf_id, limit=PAGE) if self.leaf_id is not None else []
+        if leaf_id is None:
+            leaf_id = await store.latest_leaf(session_id)
+        messages = await store.path(leaf_id, limit=PAGE) if leaf_id is not None else []
+        entries = await self._entries(messages)
+        # Every read first: a load cut short (cancelled, failed) leaves the tab as it was, its branch and the
+        # messages shown still one; and one that reads while another writes the tab finds it whole.
+        self.session = session
+        self.title = session.display_title
+        self.leaf_id = leaf_id
         self._remember_branch()
         if self.turn is None or self.turn.done:  # else the live figures of the reply streaming into this branch
             self.stats = TurnStats.stored(messages[-1] if messages else None)
         message_list = self.query_one(MessageList)
-        message_list.set_entries(await self._entries(messages), has_earlier=bool(messages and messages[0].parent_id))
+        message_list.set_entries(entries, has_earlier=bool(messages and messages[0].parent_id))
         if select is not None:
             message_list.selected_id = select
         self._set_empty(not messages)
@@ -310,19 +318,25 @@ class ChatTab(TabPane):
         event.stop()
         if self._refuse_while_streaming():
             return
-        if self.shows_foreign_stream:
-            # Sent now, the prompt would follow a reply its request never included (what was saved of it so far).
+        beside = self.shows_foreign_stream
+        if beside and self._asked_beside != event.text:
+            # Sent after it, the prompt would follow a reply its request never included (what was saved of it so
+            # far). Beside it, it starts a branch of its own: the way out when that process hangs.
+            self._asked_beside = event.text
             self.notify(
-                "Another window (or the CLI) is streaming a reply into this chat: send when it ends.",
+                "Another window (or the CLI) is streaming a reply into this chat: wait for its end, "
+                "or press Enter again to send yours beside it, as a new branch.",
                 severity="warning",
             )
             return
-        if await self.send(event.text):
+        self._asked_beside = None
+        if await self.send(event.text, beside_last_turn=beside):
             event.prompt.accept(event.typed)
             self._forget_draft()
 
-    async def send(self, text: str) -> bool:
-        """Send ``text`` after the displayed branch. False when it could not be sent (the banner says why)."""
+    async def send(self, text: str, *, beside_last_turn: bool = False) -> bool:
+        """Send ``text`` after the displayed branch (or beside its last turn: a branch of its own). False when it
+        could not be sent (the banner says why)."""
         try:
             if self.session is None:
                 # A missing key fails here, before an empty session is saved (the engine checks it again).
@@ -331,6 +345,9 @@ class ChatTab(TabPane):
                 self.session = await self.engine.store.create_session(profile=profile)
                 self.post_message(self.SessionBound(self))
             parent_id = self.leaf_id
+            if beside_last_turn and parent_id is not None:
+                question = (await self.engine.store.get_message(parent_id)).parent_id
+                parent_id = (await self.engine.store.get_message(question)).parent_id if question else None
             turn = await self.engine.send(self.session.id, text, parent_id=parent_id)
         except ChatError as error:
             self.show_banner(str(error))
@@ -340,8 +357,8 @@ class ChatTab(TabPane):
             self.session = await self.engine.store.get_session(self.session.id)
             self.title = self.session.display_title
         if self.leaf_id != parent_id:
-            # Another process's turn was shown while the prompt was saved: the prompt answers what was on screen
-            # when it was typed, so it is a branch beside that turn; show that branch.
+            # Sent beside the last turn; or another process's turn was shown while the prompt was saved (the prompt
+            # answers what was on screen when it was typed, so it is a branch beside that turn): show that branch.
             await self._start_branch(turn)
             return True
         message_list = self.query_one(MessageList)
@@ -415,44 +432,50 @@ class ChatTab(TabPane):
     async def catch_up(self) -> None:
         """Show what other processes (the CLI, a LangChain app, a second window) wrote to this chat since it was
         read: messages added to the branch shown, a reply they stream there and its end, a new title, versions
-        marks ("‹ 1/2 ›") beside the newest messages. Nothing shown moves unless something changed."""
+        marks ("‹ 1/2 ›") beside the newest messages; the chat deleted. Nothing shown moves unless it changed."""
         lists = self.query(MessageList)
         if not lists or self.session is None:  # the tab is being removed; a new chat
             return
         message_list = lists.first()
         store = self.engine.store
-        leaf_id, turn = self.leaf_id, self.turn
+        session, leaf_id, turn = self.session, self.leaf_id, self.turn
+        # While this tab's own reply streams (or has just ended, its figures not taken yet), only the marks.
+        own_reply = turn is not None and (not turn.done or self.streaming)
+        tail = message_list.last_entries(PAGE)
         entries: list[ChatEntry] = []
         newest = leaf_id
         try:
-            session = await store.get_session(self.session.id)
-            # While this tab's own reply streams, only its marks: its branch ends with that reply.
-            if turn is None or turn.done:
-                if leaf_id is None:
-                    newest = await store.latest_leaf(session.id)
-                else:
-                    newest = await store.newest_leaf_under(leaf_id)
-                tail = message_list.entries[-PAGE:]
+            try:
+                fresh = await store.get_session(session.id)
+            except NotFound:
+                if self.session is session and not own_reply:
+                    self._session_gone()
+                return
+            if not own_reply:
                 streams = any(entry.message.status is Status.STREAMING for entry in tail)
                 if streams:
                     await store.recover_interrupted()  # the process streaming it may have died (killed, crashed)
+                if leaf_id is None:
+                    newest = await store.latest_leaf(session.id)
+                else:
+                    newest = await store.newest_leaf_under(leaf_id)  # None: that branch was deleted
                 if newest != leaf_id or streams:
                     entries = await self._entries(await store.path(newest, limit=PAGE)) if newest else []
-            else:
-                tail = message_list.entries[-PAGE:]
             # The entries read carry their marks.
             counts = {} if entries else await store.sibling_counts(entry.message.id for entry in tail)
-        except ChatError:  # gone, or a damaged page: a read failing here changes nothing shown
+        except ChatError:  # a damaged page: a read failing here changes nothing shown
             return
         if self.leaf_id != leaf_id or self.turn is not turn or not message_list.is_attached:
             return  # the tab moved on meanwhile (a send, another branch): what was read may not fit
-        if session.title != self.session.title:
-            self.session = session
-            self.title = session.display_title
-        if newest != leaf_id and leaf_id is not None and leaf_id not in {entry.message.id for entry in entries}:
-            await self.load(session.id, newest)  # more was added than a page: shown as if opened again
+        if self.session is session and fresh != session:  # not if renamed here meanwhile
+            self.session = fresh
+            self.title = fresh.display_title
+        if newest != leaf_id and (newest is None or leaf_id not in {entry.message.id for entry in entries}):
+            # The branch shown is gone, or more was added than a page (or to a chat that showed none): shown as
+            # if opened again.
+            await self.load(fresh.id, newest)
             return
-        changed = False
+        changed, ended = False, None
         for entry in entries:
             if (shown := message_list.entry(entry.message.id)) is None:
                 message_list.append_entry(entry)
@@ -461,6 +484,9 @@ class ChatTab(TabPane):
             else:
                 continue
             changed = True
+            done = entry.message.role is Role.ASSISTANT and entry.message.status is not Status.STREAMING
+            if done and (shown is None or shown.message.status is Status.STREAMING):
+                ended = entry.message
         for message_id, (index, count) in counts.items():
             shown = message_list.entry(message_id)
             if shown is not None and (shown.sibling_index, shown.sibling_count) != (index, count):
@@ -474,6 +500,23 @@ class ChatTab(TabPane):
             self.stats = TurnStats.stored(entries[-1].message)
             self.refresh_status()
             self.refresh_bindings()  # Retry shows when the last reply failed
+        if ended is not None:
+            self.post_message(self.ReplyEnded(self, ended))  # unread, if the tab is in the background
+
+    def _session_gone(self) -> None:
+        """The chat was deleted elsewhere: the tab becomes a new chat, and what was typed in it stays."""
+        self.session = None
+        self.leaf_id = self._remembered_leaf = None
+        self.made_for_setting = False
+        self._draft = ""
+        self.title = "New chat"
+        self.stats = TurnStats()
+        self.query_one(MessageList).set_entries([])
+        self._set_empty(True)
+        self.show_banner("This chat was deleted in another window (or by the CLI): this tab is a new chat now.")
+        self.refresh_status()
+        self.refresh_bindings()
+        self.post_message(self.SessionBound(self))  # the open tabs saved no longer name it
 
     def action_cancel_reply(self) -> None:
         if self.turn is not None and not self.turn.done:

@@ -596,6 +596,10 @@ class MessageList(ScrollView, can_focus=True):
         """The displayed entries, oldest first (contents as handed down)."""
         return [item.entry for item in self._items]
 
+    def last_entries(self, count: int) -> list[ChatEntry]:
+        """The last ``count`` displayed entries, oldest first, without building the whole list."""
+        return [item.entry for item in self._items[-count:]]
+
     @property
     def last_entry(self) -> ChatEntry | None:
         """The last displayed entry, without building the whole list (bindings ask for it on every check)."""
