@@ -357,8 +357,8 @@ class Store:
 
     async def changed_elsewhere(self) -> bool:
         """Whether another process (the CLI, a second window, a LangChain app) committed to the database since the
-        last call; the first call says True. Costs no read: SQLite counts the commits other connections make, and
-        only this store's writer connection is asked, so its own commits do not count (the reader makes none)."""
+        last call; the first call says True. Reads no table: SQLite counts the commits other connections make, and
+        this store's writer connection is asked, so that its own commits do not count (the reader makes none)."""
         try:
             rows = await self._writer.execute_fetchall("PRAGMA data_version")
         except sqlite3.Error as exc:

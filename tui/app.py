@@ -132,6 +132,7 @@ class ChatApp(App[None]):
             self.exit(return_code=1, message=f"chat-tui: {error}")
             return
         store = self.engine.store
+        await store.changed_elsewhere()  # from now on: the chats are read below
         saved = await store.get_state(THEME_STATE)
         self.theme = self._theme_to_use(saved)
         if saved != self._theme_state():  # what it overrides, from now on (an older version kept a name only)
