@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from textual.worker import Worker, WorkerState
 
 from core.config import Settings, load_settings
 from core.engine import ChatEngine
+from core.models import Message as CoreMessage
 from core.models import Role, Status
 from core.server import LocalServer, parse_directives, reply_text, strip_directives
 from core.store import Store
@@ -184,6 +185,16 @@ def recorded_updates(app: ChatApp, monkeypatch: pytest.MonkeyPatch) -> list[Any]
 
     monkeypatch.setattr(app, "_display", recording)
     return updates
+
+
+@contextlib.asynccontextmanager
+async def one_turn(settings: Settings) -> AsyncIterator[tuple[ChatApp, Pilot[Any], ChatTab, CoreMessage]]:
+    """The app on a chat holding one finished turn, "Asked here": (app, pilot, its tab, the turn's reply)."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "Asked here")
+        yield app, pilot, tab, last_reply(tab).message
 
 
 def gate(monkeypatch: pytest.MonkeyPatch, obj: object, name: str, when: Callable[..., bool]) -> asyncio.Event:
@@ -667,11 +678,7 @@ async def test_versions_made_by_another_process_show_when_a_reply_ends_or_the_ta
 
 
 async def test_what_another_process_writes_to_the_chat_in_view_shows_within_seconds(settings: Settings) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
-        here = last_reply(tab).message
+    async with one_turn(settings) as (app, pilot, tab, here):
         async with await Store.open(settings.db_path) as other:
             # A turn streamed by another process on the branch shown (as `chat-tui ask` does): its question and
             # the reply as flushed so far, then its end.
@@ -715,11 +722,7 @@ async def test_what_another_process_writes_to_the_chat_in_view_shows_within_seco
 
 async def test_enter_again_sends_beside_a_reply_streaming_elsewhere(settings: Settings) -> None:
     """The way out when the process streaming into the chat hangs (stopped, stalled): a branch of one's own."""
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
-        here = last_reply(tab).message
+    async with one_turn(settings) as (app, pilot, tab, here):
         async with await Store.open(settings.db_path) as other:
             question, streamed = await other.start_turn(here.session_id, here.id, "Asked elsewhere", "demo")
             await until(pilot, lambda: last_reply(tab).message.id == streamed.id, "the other turn")
@@ -736,10 +739,7 @@ async def test_enter_again_sends_beside_a_reply_streaming_elsewhere(settings: Se
 
 
 async def test_a_chat_deleted_or_cleared_elsewhere(settings: Settings) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
+    async with one_turn(settings) as (app, pilot, tab, _):
         session_id = tab.session_id
         assert session_id is not None
         async with await Store.open(settings.db_path) as other:
@@ -765,10 +765,7 @@ async def test_a_chat_deleted_or_cleared_elsewhere(settings: Settings) -> None:
 async def test_a_catch_up_keeps_a_rename_made_here_meanwhile(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
+    async with one_turn(settings) as (app, pilot, tab, _):
         assert app.engine is not None and tab.session_id is not None
         store = app.engine.store
         release = gate(monkeypatch, store, "newest_leaf_under", lambda *_: True)
@@ -783,10 +780,7 @@ async def test_a_catch_up_keeps_a_rename_made_here_meanwhile(
 async def test_a_load_cut_short_leaves_the_tab_as_it_was(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """More than a page added elsewhere is shown by loading the branch again; cancelled mid-read (the next catch-up
     starts), it must not leave the tab's branch pointing past the messages shown."""
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
+    async with one_turn(settings) as (app, pilot, tab, _):
         assert app.engine is not None and tab.session_id is not None
         leaf = tab.leaf_id
         roles = itertools.cycle([Role.USER, Role.ASSISTANT])
@@ -826,11 +820,7 @@ async def test_a_long_history_written_elsewhere_into_an_empty_chat_in_view_reads
 
 
 async def test_a_chat_in_the_background_marks_a_turn_made_elsewhere(settings: Settings) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
-        here = last_reply(tab).message
+    async with one_turn(settings) as (app, pilot, tab, here):
         await new_tab(pilot)
         async with await Store.open(settings.db_path) as other:
             _, streamed = await other.start_turn(here.session_id, here.id, "Asked elsewhere", "demo")
@@ -850,11 +840,7 @@ async def test_a_chat_in_the_background_marks_a_turn_made_elsewhere(settings: Se
 
 
 async def test_a_reply_whose_process_died_mid_stream_shows_as_interrupted(settings: Settings) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
-        here = last_reply(tab).message
+    async with one_turn(settings) as (app, pilot, tab, here):
         async with await Store.open(settings.db_path) as other:
             other.writer_token = f"{socket.gethostname()}:999999999:0"  # a process that no longer runs
             _, streamed = await other.start_turn(here.session_id, here.id, "Asked, then killed", "demo")
@@ -872,10 +858,7 @@ async def test_a_reply_whose_process_died_mid_stream_shows_as_interrupted(settin
 async def test_a_prompt_sent_while_another_processs_turn_shows_up_is_a_branch_of_its_own(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
+    async with one_turn(settings) as (app, pilot, tab, _):
         first = [e.message.id for e in entries(tab)]
         assert app.engine is not None
         engine_send = app.engine.send
