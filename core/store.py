@@ -628,14 +628,17 @@ class Store:
         )
         return row[0] if row else None
 
-    async def newest_message_ids(self, session_ids: Iterable[int]) -> dict[int, int]:
-        """Each session's newest message id (sessions without messages left out), in one query: what grew."""
+    async def newest_message_ids(self, session_ids: Iterable[int]) -> dict[int, int | None]:
+        """Each session's newest message id (None: it has none), in one query: what grew. Sessions that do not
+        exist (deleted) are left out."""
         ids = list(session_ids)
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
         rows = await self._fetchall(
-            f"SELECT session_id, max(id) FROM messages WHERE session_id IN ({marks}) GROUP BY session_id", ids
+            "SELECT s.id, (SELECT max(m.id) FROM messages m WHERE m.session_id = s.id) "
+            f"FROM sessions s WHERE s.id IN ({marks})",
+            ids,
         )
         return {r[0]: r[1] for r in rows}
 

@@ -837,6 +837,106 @@ async def test_a_chat_in_the_background_marks_a_turn_made_elsewhere(settings: Se
             await until(pilot, lambda: app.active_tab is not tab, "the other tab")
             await other.add_messages(here.session_id, answer.id, [(Role.USER, "q2"), (Role.ASSISTANT, "a2")])
             await until(pilot, lambda: label(app, tab).startswith("● "), "the unread mark again")
+            # More than a page at once: read as if opened again, and marked the same.
+            await press(pilot, "alt+1")
+            await until(pilot, lambda: not label(app, tab).startswith("● "), "the mark read")
+            await press(pilot, "alt+2")
+            await until(pilot, lambda: app.active_tab is not tab, "the other tab")
+            roles = itertools.cycle([Role.USER, Role.ASSISTANT])
+            added = await other.add_messages(
+                here.session_id, tab.leaf_id, [(next(roles), f"m{i}") for i in range(chat_tab_module.PAGE + 20)]
+            )
+            await until(pilot, lambda: last_reply(tab).message.id == added[-1].id, "the import in the background")
+            await until(pilot, lambda: label(app, tab).startswith("● "), "the unread mark after a page")
+
+
+async def test_a_turn_made_elsewhere_in_an_empty_background_chat_marks_it_unread(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        tab = app.active_tab
+        await started(pilot)
+        assert app.engine is not None and tab is not None
+        tab.set_session(await app.engine.store.create_session(profile=settings.default_profile))
+        await new_tab(pilot)
+        async with await Store.open(settings.db_path) as other:
+            await other.add_messages(tab.session_id, None, [(Role.USER, "q"), (Role.ASSISTANT, "a")])
+        await until(pilot, lambda: len(entries(tab)) == 2, "the turn in the background tab")
+        await until(pilot, lambda: label(app, tab).startswith("● "), "the unread mark")
+
+
+async def test_a_send_while_a_catch_up_reads_the_chat_again_is_kept(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        assert app.engine is not None
+        roles = itertools.cycle([Role.USER, Role.ASSISTANT])
+        # More than a page written elsewhere: the app's clock starts a catch-up, which reads the branch, then
+        # reads it again as if opened anew; held there.
+        reads = itertools.count(1)
+        newest = here.id + chat_tab_module.PAGE + 20
+        release = gate(monkeypatch, app.engine.store, "path", lambda leaf, **_: leaf == newest and next(reads) == 2)
+        async with await Store.open(settings.db_path) as other:
+            added = await other.add_messages(
+                here.session_id, here.id, [(next(roles), f"m{i}") for i in range(chat_tab_module.PAGE + 20)]
+            )
+        assert added[-1].id == newest
+        await until(pilot, release.entered.is_set, "the catch-up's second read")  # type: ignore[attr-defined]
+        await send(pilot, "Mine [[tokens=40 tps=40]]")  # still streaming when the catch-up goes on
+        release.set()
+        await until(pilot, lambda: settled(tab), "my reply")
+        await pilot.pause(0.5)
+        assert tab.turn is not None and tab.leaf_id == tab.turn.reply.id == entries(tab)[-1].message.id
+        assert [e.message.content for e in entries(tab)][-2] == "Mine [[tokens=40 tps=40]]"
+
+
+async def test_the_chat_deleted_elsewhere_as_a_prompt_is_saved(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with one_turn(settings) as (app, pilot, tab, _):
+        assert app.engine is not None
+        engine_send = app.engine.send
+
+        async def send_then_deleted(session_id: int, text: str, **kwargs: Any) -> Any:
+            turn = await engine_send(session_id, text, **kwargs)
+            async with await Store.open(settings.db_path) as other:
+                await other.delete_session(session_id)
+            await tab.catch_up().wait()
+            return turn
+
+        monkeypatch.setattr(app.engine, "send", send_then_deleted)
+        prompt_input(tab).insert("Sent meanwhile")
+        await press(pilot, "enter")
+        await until(pilot, lambda: tab.session is None, "the chat gone")
+        await pilot.pause(0.3)
+        assert app.is_running and app._exception is None
+        assert (entries(tab), prompt_input(tab).text) == ([], "Sent meanwhile")
+
+
+async def test_a_chat_opened_while_another_process_writes_opens_on_its_saved_branch(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with await Store.open(settings.db_path) as other:
+        session = await other.create_session("Two branches")
+        question, first = await other.add_messages(session.id, None, [(Role.USER, "q"), (Role.ASSISTANT, "a1")])
+        await other.add_messages(session.id, question.id, [(Role.ASSISTANT, "a2")])
+        await other.set_branch(session.id, first.id)
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        assert app.engine is not None
+        release = gate(monkeypatch, app.engine.store, "get_branch", lambda session_id: session_id == session.id)
+        opening = asyncio.ensure_future(app.open_session(session.id))
+        # Not Pilot's waits while the read is held: they wait for the new tab, busy opening, to be idle.
+        await asyncio.wait_for(release.entered.wait(), 5)  # type: ignore[attr-defined]
+        async with await Store.open(settings.db_path) as other:
+            await other.set_state("elsewhere", 1)  # any commit by another process
+        await asyncio.sleep(1.5)  # the app's clock looks meanwhile
+        release.set()
+        await opening
+        tab = app.tab_for(session.id)
+        assert tab is not None
+        await pilot.pause(1.0)
+        assert [e.message.content for e in entries(tab)] == ["q", "a1"]
 
 
 async def test_a_reply_whose_process_died_mid_stream_shows_as_interrupted(settings: Settings) -> None:

@@ -669,8 +669,9 @@ async def test_newest_leaf_under_a_gone_message_is_none_and_newest_ids_are_per_s
     branch = await chat(store, one.id, "q2", "a2", parent_id=first[0].id)
     (only,) = await chat(store, two.id, "q")
     assert await store.newest_leaf_under(first[0].id) == branch[-1].id
-    assert await store.newest_message_ids([one.id, two.id, empty.id]) == {one.id: branch[-1].id, two.id: only.id}
+    everything = {one.id: branch[-1].id, two.id: only.id, empty.id: None}
+    assert await store.newest_message_ids([one.id, two.id, empty.id, 999]) == everything
     await store.clear_session(one.id)
     assert await store.newest_leaf_under(first[0].id) is None
-    assert await store.newest_message_ids([one.id]) == {}
+    assert await store.newest_message_ids([one.id]) == {one.id: None}
     assert await store.newest_message_ids([]) == {}

@@ -22,7 +22,6 @@ from textual.css.query import NoMatches
 from textual.driver import Driver
 from textual.reactive import Reactive
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Header, TabbedContent, Tabs
 
@@ -104,9 +103,9 @@ class ChatApp(App[None]):
             self.sub_title = DEMO_SUB_TITLE
         self._first_frame_colours: object = None
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
-        self._others_timer: Timer | None = None
-        self._newest_ids: dict[int, int] = {}
-        """Each open chat's newest message id when another process last wrote (see `_catch_up_with_others`)."""
+        self._newest_ids: dict[int, int | None] = {}
+        """Each open chat's newest message id (None: none) when another process last wrote (see
+        `_catch_up_with_others`)."""
 
     def get_default_screen(self) -> Screen:
         return MainScreen(id="_default")
@@ -159,33 +158,33 @@ class ChatApp(App[None]):
         self.call_after_refresh(self._preload)
         self.call_after_refresh(self._remember_first_frame)
         self.call_after_refresh(self._check_keymap)
-        self._others_timer = self.set_interval(OTHERS_INTERVAL, self._catch_up_with_others, name="others")
+        self.set_interval(OTHERS_INTERVAL, self._catch_up_with_others, name="others")
 
     async def on_unmount(self) -> None:
-        if self._others_timer is not None:
-            self._others_timer.stop()
         await self._exit_stack.aclose()
 
     async def _catch_up_with_others(self) -> None:
         """The chats open show what another process (the CLI, a second window, a LangChain app) wrote to them: the
-        one in view within a second, one in the background when it grew (a new turn: its mark, unread) and
-        otherwise when shown. A look reads nothing while nothing changed, unless a tab shows another process's
-        reply streaming: it follows that reply to its end, and that process may have died, leaving no commit."""
+        one in view within a second; one in the background when its newest message changed (a turn: its marks,
+        unread) or it was deleted, and otherwise when shown. A look reads nothing while nothing changed, unless a
+        tab shows another process's reply streaming: it follows that reply to its end, and that process may have
+        died, leaving no commit to see."""
         if self.engine is None:
             return
         store = self.engine.store
-        tabs = self.tabs
-        grown: set[int] = set()
+        tabs = [tab for tab in self.tabs if not tab.catching_up]  # a slow read (a locked database) is not cut short
+        moved: set[int] = set()
         try:
             changed = await store.changed_elsewhere()
             if changed:
                 newest = await store.newest_message_ids({tab.session_id for tab in tabs if tab.session_id is not None})
-                grown = {session_id for session_id, last in newest.items() if self._newest_ids.get(session_id) != last}
+                moved = {tab.session_id for tab in tabs if tab.session_id is not None} - newest.keys()  # deleted
+                moved |= {session_id for session_id, last in newest.items() if self._newest_ids.get(session_id) != last}
                 self._newest_ids = newest
-        except ChatError:
+        except (ChatError, ValueError):  # ValueError: the store closed under it (the terminal hung up)
             return
         for tab in tabs:
-            if (changed and tab is self.active_tab) or tab.session_id in grown or tab.shows_foreign_stream:
+            if (changed and tab is self.active_tab) or tab.session_id in moved or tab.shows_foreign_stream:
                 tab.catch_up()
 
     def _hang_up(self) -> None:

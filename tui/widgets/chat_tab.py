@@ -69,6 +69,16 @@ class TurnStats:
         return " · ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class _Branch:
+    """A branch of a session as read for showing: its last page of messages."""
+
+    session: Session
+    leaf_id: int | None
+    messages: list[Message]
+    entries: list[ChatEntry]
+
+
 class ChatTab(TabPane):
     """A tab pane holding one conversation: messages, prompt and status line."""
 
@@ -125,6 +135,10 @@ class ChatTab(TabPane):
         """The unsent text saved for this chat, as last read or written."""
         self._keep_draft = True
         self._asked_beside: str | None = None
+        self._loaded = False
+        """The chat the tab opened with has been read (`catch_up` waits for it: it would read it again)."""
+        self.catching_up = 0
+        """Catch-ups reading now (the app does not start another one on its clock meanwhile)."""
         """A prompt refused while another process streams into this chat: sent beside that turn if sent again."""
 
     @property
@@ -149,6 +163,7 @@ class ChatTab(TabPane):
             await self.load(self.session.id)
         else:
             self._set_empty(True)
+        self._loaded = True
         await self._restore_draft()
         try:
             (await self._profile()).resolve_key(self.engine.settings.environ)
@@ -244,6 +259,10 @@ class ChatTab(TabPane):
             self.show_banner(str(error))
 
     async def _load(self, session_id: int, leaf_id: int | None, *, select: int | None) -> None:
+        self._show(await self._read(session_id, leaf_id), select=select)
+
+    async def _read(self, session_id: int, leaf_id: int | None) -> _Branch:
+        """What `_show` shows of the session's branch ending at ``leaf_id`` (default: the one shown last)."""
         store = self.engine.store
         session = await store.get_session(session_id)
         if leaf_id is None:
@@ -251,17 +270,20 @@ class ChatTab(TabPane):
         if leaf_id is None:
             leaf_id = await store.latest_leaf(session_id)
         messages = await store.path(leaf_id, limit=PAGE) if leaf_id is not None else []
-        entries = await self._entries(messages)
-        # Every read first: a load cut short (cancelled, failed) leaves the tab as it was, its branch and the
-        # messages shown still one; and one that reads while another writes the tab finds it whole.
+        return _Branch(session, leaf_id, messages, await self._entries(messages))
+
+    def _show(self, branch: _Branch, *, select: int | None = None) -> None:
+        """Show what `_read` read, at once: every read comes first, so a load cut short (cancelled, failed)
+        leaves the tab as it was, its branch and the messages shown still one."""
+        session, messages = branch.session, branch.messages
         self.session = session
         self.title = session.display_title
-        self.leaf_id = leaf_id
+        self.leaf_id = branch.leaf_id
         self._remember_branch()
         if self.turn is None or self.turn.done:  # else the live figures of the reply streaming into this branch
             self.stats = TurnStats.stored(messages[-1] if messages else None)
         message_list = self.query_one(MessageList)
-        message_list.set_entries(entries, has_earlier=bool(messages and messages[0].parent_id))
+        message_list.set_entries(branch.entries, has_earlier=bool(messages and messages[0].parent_id))
         if select is not None:
             message_list.selected_id = select
         self._set_empty(not messages)
@@ -337,25 +359,31 @@ class ChatTab(TabPane):
     async def send(self, text: str, *, beside_last_turn: bool = False) -> bool:
         """Send ``text`` after the displayed branch (or beside its last turn: a branch of its own). False when it
         could not be sent (the banner says why)."""
+        store = self.engine.store
         try:
             if self.session is None:
                 # A missing key fails here, before an empty session is saved (the engine checks it again).
                 (await self._profile()).resolve_key(self.engine.settings.environ)
                 profile = self.engine.settings.default_profile
-                self.session = await self.engine.store.create_session(profile=profile)
+                self.session = await store.create_session(profile=profile)
                 self.post_message(self.SessionBound(self))
-            parent_id = self.leaf_id
+            session, parent_id = self.session, self.leaf_id
             if beside_last_turn and parent_id is not None:
-                question = (await self.engine.store.get_message(parent_id)).parent_id
-                parent_id = (await self.engine.store.get_message(question)).parent_id if question else None
-            turn = await self.engine.send(self.session.id, text, parent_id=parent_id)
+                question = (await store.get_message(parent_id)).parent_id
+                parent_id = (await store.get_message(question)).parent_id if question else None
+            turn = await self.engine.send(session.id, text, parent_id=parent_id)
+            if session.title is None:  # the first prompt named the session
+                session = await store.get_session(session.id)
         except ChatError as error:
             self.show_banner(str(error))
             return False
+        if self.session is None:  # deleted elsewhere meanwhile: the tab is a new chat, the text stays in the box
+            turn.cancel()
+            return False
         self.show_banner("")
-        if self.session.title is None:  # the first prompt named the session
-            self.session = await self.engine.store.get_session(self.session.id)
-            self.title = self.session.display_title
+        if self.session.id == session.id and self.session.title is None:
+            self.session = session
+            self.title = session.display_title
         if self.leaf_id != parent_id:
             # Sent beside the last turn; or another process's turn was shown while the prompt was saved (the prompt
             # answers what was on screen when it was typed, so it is a branch beside that turn): show that branch.
@@ -432,18 +460,21 @@ class ChatTab(TabPane):
     async def catch_up(self) -> None:
         """Show what other processes (the CLI, a LangChain app, a second window) wrote to this chat since it was
         read: messages added to the branch shown, a reply they stream there and its end, a new title, versions
-        marks ("‹ 1/2 ›") beside the newest messages; the chat deleted. Nothing shown moves unless it changed."""
+        marks ("‹ 1/2 ›") beside the newest messages; the chat deleted or cleared."""
         lists = self.query(MessageList)
-        if not lists or self.session is None:  # the tab is being removed; a new chat
+        if not lists or self.session is None or not self._loaded:  # being removed; a new chat; still opening
             return
         message_list = lists.first()
         store = self.engine.store
         session, leaf_id, turn = self.session, self.leaf_id, self.turn
-        # While this tab's own reply streams (or has just ended, its figures not taken yet), only the marks.
+        # While this tab's own reply streams (or has just ended, its figures not taken yet), its branch is known:
+        # only the title and the marks (a chat deleted meanwhile is told once the reply ends).
         own_reply = turn is not None and (not turn.done or self.streaming)
         tail = message_list.last_entries(PAGE)
         entries: list[ChatEntry] = []
         newest = leaf_id
+        reread: _Branch | None = None
+        self.catching_up += 1
         try:
             try:
                 fresh = await store.get_session(session.id)
@@ -459,38 +490,48 @@ class ChatTab(TabPane):
                     newest = await store.latest_leaf(session.id)
                 else:
                     newest = await store.newest_leaf_under(leaf_id)  # None: that branch was deleted
-                if newest != leaf_id or streams:
-                    entries = await self._entries(await store.path(newest, limit=PAGE)) if newest else []
+                    if newest is not None and (newest != leaf_id or streams):
+                        entries = await self._entries(await store.path(newest, limit=PAGE))
+                if newest != leaf_id and (newest is None or leaf_id not in {entry.message.id for entry in entries}):
+                    # The chat showed none, or the branch shown is gone, or more was added to it than a page: read
+                    # as if opened again (the branch shown last, or the newest), or from the newest.
+                    reread = await self._read(session.id, None if leaf_id is None else newest)
             # The entries read carry their marks.
-            counts = {} if entries else await store.sibling_counts(entry.message.id for entry in tail)
+            counts = {} if entries or reread else await store.sibling_counts(entry.message.id for entry in tail)
         except ChatError:  # a damaged page: a read failing here changes nothing shown
             return
-        if self.leaf_id != leaf_id or self.turn is not turn or not message_list.is_attached:
-            return  # the tab moved on meanwhile (a send, another branch): what was read may not fit
-        if self.session is session and fresh != session:  # not if renamed here meanwhile
+        finally:
+            self.catching_up -= 1
+        if self.leaf_id != leaf_id or self.turn is not turn or self.session is not session:
+            return  # the tab moved on meanwhile (a send, another branch, a rename here): what was read may not fit
+        if reread is not None:
+            shown = {entry.message.id: entry.message.status for entry in tail}
+            self._show(reread)
+            last = reread.messages[-1] if reread.messages else None
+            if last is not None and last.role is Role.ASSISTANT and last.status is not Status.STREAMING:
+                if shown.get(last.id, Status.STREAMING) is Status.STREAMING:
+                    self.post_message(self.ReplyEnded(self, last))  # unread, if the tab is in the background
+            self.post_message(self.StateChanged(self))
+            return
+        if fresh != session:
             self.session = fresh
             self.title = fresh.display_title
-        if newest != leaf_id and (newest is None or leaf_id not in {entry.message.id for entry in entries}):
-            # The branch shown is gone, or more was added than a page (or to a chat that showed none): shown as
-            # if opened again.
-            await self.load(fresh.id, newest)
-            return
         changed, ended = False, None
         for entry in entries:
-            if (shown := message_list.entry(entry.message.id)) is None:
+            if (shown_entry := message_list.entry(entry.message.id)) is None:
                 message_list.append_entry(entry)
-            elif shown != entry:
+            elif shown_entry != entry:
                 message_list.update_entry(entry)
             else:
                 continue
             changed = True
             done = entry.message.role is Role.ASSISTANT and entry.message.status is not Status.STREAMING
-            if done and (shown is None or shown.message.status is Status.STREAMING):
+            if done and (shown_entry is None or shown_entry.message.status is Status.STREAMING):
                 ended = entry.message
         for message_id, (index, count) in counts.items():
-            shown = message_list.entry(message_id)
-            if shown is not None and (shown.sibling_index, shown.sibling_count) != (index, count):
-                message_list.update_entry(replace(shown, sibling_index=index, sibling_count=count))
+            shown_entry = message_list.entry(message_id)
+            if shown_entry is not None and (shown_entry.sibling_index, shown_entry.sibling_count) != (index, count):
+                message_list.update_entry(replace(shown_entry, sibling_index=index, sibling_count=count))
         if changed:
             self.post_message(self.StateChanged(self))  # the label's streaming mark, for a reply streamed elsewhere
             if newest != leaf_id:
@@ -508,6 +549,9 @@ class ChatTab(TabPane):
         self.session = None
         self.leaf_id = self._remembered_leaf = None
         self.made_for_setting = False
+        self._asked_beside = None
+        if self.turn is not None and self.turn.done:
+            self.turn = None  # an untouched new chat again: opening a chat from the list takes its place
         self._draft = ""
         self.title = "New chat"
         self.stats = TurnStats()
