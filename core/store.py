@@ -628,19 +628,19 @@ class Store:
         )
         return row[0] if row else None
 
-    async def newest_message_ids(self, session_ids: Iterable[int]) -> dict[int, int | None]:
-        """Each session's newest message id (None: it has none), in one query: what grew. Sessions that do not
-        exist (deleted) are left out."""
+    async def session_marks(self, session_ids: Iterable[int]) -> dict[int, tuple[str | None, int | None]]:
+        """Each session's title and newest message id (None: none yet), in one query: what tells that a chat
+        changed. Sessions that do not exist (deleted) are left out."""
         ids = list(session_ids)
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
         rows = await self._fetchall(
-            "SELECT s.id, (SELECT max(m.id) FROM messages m WHERE m.session_id = s.id) "
+            "SELECT s.id, s.title, (SELECT max(m.id) FROM messages m WHERE m.session_id = s.id) "
             f"FROM sessions s WHERE s.id IN ({marks})",
             ids,
         )
-        return {r[0]: r[1] for r in rows}
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def siblings(self, message_id: int) -> list[int]:
         """Ids of the messages sharing this one's parent and role (itself included), oldest first."""

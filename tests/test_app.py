@@ -939,6 +939,89 @@ async def test_a_chat_opened_while_another_process_writes_opens_on_its_saved_bra
         assert [e.message.content for e in entries(tab)] == ["q", "a1"]
 
 
+async def test_an_edit_sent_after_its_chat_was_deleted_elsewhere_comes_back_to_the_prompt(settings: Settings) -> None:
+    async with one_turn(settings) as (app, pilot, tab, _):
+        question = entries(tab)[0].message
+        view = message_list(tab)
+        view.focus()
+        view.selected_id = question.id
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, TextPrompt), "the edit dialog")
+        await pilot.press(*" carefully")
+        async with await Store.open(settings.db_path) as other:
+            await other.delete_session(question.session_id)
+        await until(pilot, lambda: tab.session is None, "the chat gone")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: prompt_input(tab).text == "Asked here carefully", "the edit in the prompt")
+        assert "deleted in another window" in screen_text(app)
+
+
+async def test_this_tabs_reply_streaming_into_a_chat_deleted_elsewhere_stops(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, SLOW)
+        async with await Store.open(settings.db_path) as other:
+            await other.delete_session(tab.session_id or 0)
+        await until(pilot, lambda: tab.session is None and not tab.streaming, "the reply stopped", timeout=5)
+        assert not entries(tab)
+
+
+async def test_another_processs_reply_grows_on_the_branch_shown_while_this_tabs_streams_on_another(
+    settings: Settings,
+) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        question = entries(tab)[0].message
+        await send(pilot, SLOW)  # ours streams on after "here"
+        async with await Store.open(settings.db_path) as other:
+            theirs = await other.start_reply(here.session_id, question.id, "demo")  # their regenerate of "here"
+            await tab.load(here.session_id, theirs.id)  # shown: theirs
+            await other.flush_reply(theirs.id, "Their words so far")
+            await until(pilot, lambda: last_reply(tab).message.content == "Their words so far", "their reply")
+            assert tab.streaming  # ours goes on
+
+
+async def test_a_chat_renamed_elsewhere_is_relabelled_in_the_background(settings: Settings) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        async with await Store.open(settings.db_path) as other:
+            await other.set_state("elsewhere", 1)
+            await pilot.pause(1.5)  # the app has seen a write elsewhere once: every open chat is known
+            await new_tab(pilot)
+            await other.update_session(here.session_id, title="Renamed elsewhere")
+        await until(pilot, lambda: label(app, tab) == "Renamed elsewhere", "the new label")
+
+
+async def test_a_chat_cleared_elsewhere_says_so(settings: Settings) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        async with await Store.open(settings.db_path) as other:
+            await other.clear_session(here.session_id)
+        await until(pilot, lambda: not entries(tab), "the messages gone")
+        assert "cleared in another window" in screen_text(app)
+
+
+async def test_the_window_quit_last_is_the_one_whose_tabs_come_back(settings: Settings) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        async with await Store.open(settings.db_path) as other:  # a second window saves its tabs
+            await other.set_state(OPEN_TABS_STATE, {"sessions": [], "active": 0})
+        await pilot.press("ctrl+q")
+    async with await Store.open(settings.db_path) as store:
+        assert (await store.get_state(OPEN_TABS_STATE))["sessions"] == [here.session_id]
+
+
+async def test_the_open_conversations_list_shows_what_another_process_wrote(settings: Settings) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, SessionBrowser), "the session browser")
+        browser = app.screen
+        assert isinstance(browser, SessionBrowser)
+        await until(pilot, lambda: [c.session_id for c in browser.choices] == [here.session_id], "the list")
+        async with await Store.open(settings.db_path) as other:
+            newer = await other.create_session("Made elsewhere")
+            await other.add_messages(newer.id, None, [(Role.USER, "q")])
+        await until(pilot, lambda: [c.session_id for c in browser.choices] == [newer.id, here.session_id])
+        assert browser.highlighted_choice == browser.choices[1]  # still the chat it was on
+
+
 async def test_a_reply_whose_process_died_mid_stream_shows_as_interrupted(settings: Settings) -> None:
     async with one_turn(settings) as (app, pilot, tab, here):
         async with await Store.open(settings.db_path) as other:

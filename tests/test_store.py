@@ -663,15 +663,15 @@ async def test_changed_elsewhere_counts_other_connections_commits_only(tmp_path:
         assert await store.changed_elsewhere()
 
 
-async def test_newest_leaf_under_a_gone_message_is_none_and_newest_ids_are_per_session(store: Store) -> None:
+async def test_newest_leaf_under_a_gone_message_is_none_and_marks_are_per_session(store: Store) -> None:
     one, two, empty = [await store.create_session(name) for name in ("one", "two", "empty")]
     first = await chat(store, one.id, "q", "a")
     branch = await chat(store, one.id, "q2", "a2", parent_id=first[0].id)
     (only,) = await chat(store, two.id, "q")
     assert await store.newest_leaf_under(first[0].id) == branch[-1].id
-    everything = {one.id: branch[-1].id, two.id: only.id, empty.id: None}
-    assert await store.newest_message_ids([one.id, two.id, empty.id, 999]) == everything
+    everything = {one.id: ("one", branch[-1].id), two.id: ("two", only.id), empty.id: ("empty", None)}
+    assert await store.session_marks([one.id, two.id, empty.id, 999]) == everything
     await store.clear_session(one.id)
     assert await store.newest_leaf_under(first[0].id) is None
-    assert await store.newest_message_ids([one.id]) == {one.id: None}
-    assert await store.newest_message_ids([]) == {}
+    assert await store.session_marks([one.id]) == {one.id: ("one", None)}
+    assert await store.session_marks([]) == {}

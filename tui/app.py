@@ -103,8 +103,8 @@ class ChatApp(App[None]):
             self.sub_title = DEMO_SUB_TITLE
         self._first_frame_colours: object = None
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
-        self._newest_ids: dict[int, int | None] = {}
-        """Each open chat's newest message id (None: none) when another process last wrote (see
+        self._marks: dict[int, tuple[str | None, int | None]] = {}
+        """Each open chat's title and newest message id when another process last wrote (see
         `_catch_up_with_others`)."""
 
     def get_default_screen(self) -> Screen:
@@ -165,10 +165,10 @@ class ChatApp(App[None]):
 
     async def _catch_up_with_others(self) -> None:
         """The chats open show what another process (the CLI, a second window, a LangChain app) wrote to them: the
-        one in view within a second; one in the background when its newest message changed (a turn: its marks,
-        unread) or it was deleted, and otherwise when shown. A look reads nothing while nothing changed, unless a
-        tab shows another process's reply streaming: it follows that reply to its end, and that process may have
-        died, leaving no commit to see."""
+        one in view within a second; one in the background when its title or newest message changed (a turn:
+        its marks, unread) or it was deleted, and otherwise when shown; the conversations list, if open, lists
+        again. A look reads nothing while nothing changed, unless a tab shows another process's reply streaming:
+        it follows that reply to its end, and that process may have died, leaving no commit to see."""
         if self.engine is None:
             return
         store = self.engine.store
@@ -177,15 +177,21 @@ class ChatApp(App[None]):
         try:
             changed = await store.changed_elsewhere()
             if changed:
-                newest = await store.newest_message_ids({tab.session_id for tab in tabs if tab.session_id is not None})
-                moved = {tab.session_id for tab in tabs if tab.session_id is not None} - newest.keys()  # deleted
-                moved |= {session_id for session_id, last in newest.items() if self._newest_ids.get(session_id) != last}
-                self._newest_ids = newest
+                open_ids = {tab.session_id for tab in tabs if tab.session_id is not None}
+                marks = await store.session_marks(open_ids)
+                moved = open_ids - marks.keys()  # deleted
+                moved |= {session_id for session_id, mark in marks.items() if self._marks.get(session_id) != mark}
+                self._marks = marks
         except (ChatError, ValueError):  # ValueError: the store closed under it (the terminal hung up)
             return
         for tab in tabs:
             if (changed and tab is self.active_tab) or tab.session_id in moved or tab.shows_foreign_stream:
                 tab.catch_up()
+        if changed and len(self.screen_stack) > 1:  # a dialog is open: the browser, maybe
+            from tui.screens.session_browser import SessionBrowser
+
+            if isinstance(browser := self.screen, SessionBrowser):
+                browser.refresh_rows()
 
     def _hang_up(self) -> None:
         """The terminal is gone: save the live replies, then leave without Textual's shutdown, which waits on
@@ -389,6 +395,12 @@ class ChatApp(App[None]):
             await tab.load(session_id, leaf, select=message_id)
 
     # -- actions: one line each where they can be ----------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        # Two windows on one database share the saved tabs, each saving its own on every change: the window
+        # quit last is the one whose tabs come back, not the one that changed a tab last.
+        self._save_tabs()
+        await super().action_quit()
 
     async def action_new_tab(self) -> None:
         await self.add_tab()

@@ -247,7 +247,13 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
         index = self.results.highlighted
         return self._choices[index] if index is not None and index < len(self._choices) else None
 
-    def _reload(self, *, keep: int | None = None, delay: float = 0.0) -> None:
+    def refresh_rows(self) -> None:
+        """List again (another process wrote: new chats, counts, one deleted), the same chat highlighted."""
+        if self._edit is None or not self._edit.is_running:
+            choice = self.highlighted_choice
+            self._reload(keep=self.results.highlighted, keep_session=choice.session_id if choice else None)
+
+    def _reload(self, *, keep: int | None = None, delay: float = 0.0, keep_session: int | None = None) -> None:
         """List again for the current query and mode.
 
         ``keep``: a row index to highlight afterwards, after an edit; the rows already loaded are listed again.
@@ -256,11 +262,18 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
         self._generation += 1
         self._loading_more = False
         limit = PAGE_SIZE if keep is None else max(len(self._choices), PAGE_SIZE)
-        self._load(self._generation, self._query, self.show_archived, limit, keep, delay)
+        self._load(self._generation, self._query, self.show_archived, limit, keep, delay, keep_session)
 
     @work(group="rows", exclusive=True, exit_on_error=False)
     async def _load(
-        self, generation: int, query: str, archived: bool, limit: int, keep: int | None, delay: float
+        self,
+        generation: int,
+        query: str,
+        archived: bool,
+        limit: int,
+        keep: int | None,
+        delay: float,
+        keep_session: int | None = None,
     ) -> None:
         if delay:
             await asyncio.sleep(delay)  # debounce: a newer keystroke cancels this worker (exclusive)
@@ -280,7 +293,8 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
         if generation == self._generation:
             self._more = more
             self._fetched = len(rows)
-            self._show(rows, keep=keep)
+            ids = [choice.session_id for choice, _ in rows]
+            self._show(rows, keep=ids.index(keep_session) if keep_session in ids else keep)
 
     def _show(self, rows: list[tuple[SessionChoice, Text]], *, keep: int | None = None, error: str = "") -> None:
         self._choices = [choice for choice, _ in rows]

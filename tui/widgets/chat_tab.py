@@ -467,9 +467,10 @@ class ChatTab(TabPane):
         message_list = lists.first()
         store = self.engine.store
         session, leaf_id, turn = self.session, self.leaf_id, self.turn
-        # While this tab's own reply streams (or has just ended, its figures not taken yet), its branch is known:
-        # only the title and the marks (a chat deleted meanwhile is told once the reply ends).
-        own_reply = turn is not None and (not turn.done or self.streaming)
+        # While this tab's own reply streams (or has just ended, its figures not taken yet) on the branch shown,
+        # that branch is known: only the title and the marks.
+        live = turn is not None and (not turn.done or self.streaming)
+        own_reply = live and turn is not None and leaf_id == turn.reply.id
         tail = message_list.last_entries(PAGE)
         entries: list[ChatEntry] = []
         newest = leaf_id
@@ -479,7 +480,11 @@ class ChatTab(TabPane):
             try:
                 fresh = await store.get_session(session.id)
             except NotFound:
-                if self.session is session and not own_reply:
+                if self.session is not session:
+                    return
+                if live and turn is not None:
+                    turn.cancel()  # its saves fail now; its end comes back here
+                else:
                     self._session_gone()
                 return
             if not own_reply:
@@ -507,6 +512,8 @@ class ChatTab(TabPane):
         if reread is not None:
             shown = {entry.message.id: entry.message.status for entry in tail}
             self._show(reread)
+            if newest is None and not reread.messages:
+                self.show_banner("This chat was cleared in another window (or by another program).")
             last = reread.messages[-1] if reread.messages else None
             if last is not None and last.role is Role.ASSISTANT and last.status is not Status.STREAMING:
                 if shown.get(last.id, Status.STREAMING) is Status.STREAMING:
@@ -538,7 +545,8 @@ class ChatTab(TabPane):
                 self.leaf_id = newest
                 self._remember_branch()
                 self._set_empty(False)
-            self.stats = TurnStats.stored(entries[-1].message)
+            if not live:  # else the figures of this tab's reply, streaming on another branch
+                self.stats = TurnStats.stored(entries[-1].message)
             self.refresh_status()
             self.refresh_bindings()  # Retry shows when the last reply failed
         if ended is not None:
@@ -557,7 +565,7 @@ class ChatTab(TabPane):
         self.stats = TurnStats()
         self.query_one(MessageList).set_entries([])
         self._set_empty(True)
-        self.show_banner("This chat was deleted in another window (or by the CLI): this tab is a new chat now.")
+        self.show_banner("This chat was deleted in another window (or by another program): this tab is a new chat.")
         self.refresh_status()
         self.refresh_bindings()
         self.post_message(self.SessionBound(self))  # the open tabs saved no longer name it
@@ -642,9 +650,18 @@ class ChatTab(TabPane):
                 assert text is not None
                 turn = await self.engine.edit(message_id, text)
         except ChatError as error:
-            self.show_banner(str(error))
+            if text is not None:  # an edit: the text typed is not lost with it
+                self._keep_in_prompt(text)
+            if self.session is not None:  # else the banner says the chat was deleted
+                self.show_banner(str(error))
             return
         await self._start_branch(turn)
+
+    def _keep_in_prompt(self, text: str) -> None:
+        """Put text that could not be sent in the prompt, after what is typed there."""
+        typed = self._prompt.text.rstrip()
+        self._prompt.load_text(f"{typed}\n\n{text}" if typed else text)
+        self._prompt.move_cursor(self._prompt.document.end)
 
     @on(MessageList.RegenerateRequested)
     async def _regenerate(self, event: MessageList.RegenerateRequested) -> None:
