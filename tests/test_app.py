@@ -1022,6 +1022,17 @@ async def test_the_open_conversations_list_shows_what_another_process_wrote(sett
         assert browser.highlighted_choice == browser.choices[1]  # still the chat it was on
 
 
+async def test_opening_a_chat_deleted_elsewhere_says_so_in_words(settings: Settings) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        await new_tab(pilot)
+        async with await Store.open(settings.db_path) as other:
+            gone = await other.create_session("Listed, then deleted")
+            await other.delete_session(gone.id)
+        await app.open_session(gone.id)  # chosen from a list read before the deletion
+        await until(pilot, lambda: any("That chat is gone" in n.message for n in app._notifications), "the word")
+        assert len(app.tabs) == 2
+
+
 async def test_a_reply_whose_process_died_mid_stream_shows_as_interrupted(settings: Settings) -> None:
     async with one_turn(settings) as (app, pilot, tab, here):
         async with await Store.open(settings.db_path) as other:

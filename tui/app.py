@@ -27,7 +27,7 @@ from textual.widgets import Header, TabbedContent, Tabs
 
 from core.config import DEFAULT_THEME, Settings
 from core.engine import ChatEngine
-from core.errors import ChatError
+from core.errors import ChatError, NotFound
 from core.export import to_markdown
 from core.models import Session
 from tui.keys import with_keys
@@ -388,7 +388,10 @@ class ChatApp(App[None]):
             else:
                 self.activate(tab)
             leaf = await store.newest_leaf_under(message_id) if message_id is not None else None
-        except ChatError as error:  # deleted by another process, or a damaged page of the database
+        except NotFound:
+            self.notify("That chat is gone: it was deleted in another window (or by another program).")
+            return
+        except ChatError as error:  # a damaged page of the database
             self.notify(str(error), severity="error", markup=False)
             return
         if leaf is not None:
