@@ -29,7 +29,7 @@ from textual.message import Message
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Input, Tabs, TextArea
+from textual.widgets import DataTable, Footer, Input, Static, Tabs, TextArea
 from textual.widgets._footer import FooterKey
 from textual.worker import Worker, WorkerState
 
@@ -1031,6 +1031,125 @@ async def test_opening_a_chat_deleted_elsewhere_says_so_in_words(settings: Setti
         await app.open_session(gone.id)  # chosen from a list read before the deletion
         await until(pilot, lambda: any("That chat is gone" in n.message for n in app._notifications), "the word")
         assert len(app.tabs) == 2
+
+
+async def test_a_commit_seen_while_the_tab_catches_up_is_not_lost(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock skips a tab that is catching up, yet consumes data_version and records the marks: a commit made
+    after that catch-up's reads is never shown (not even in the active tab) until some other commit."""
+    async with one_turn(settings) as (app, pilot, tab, here):
+        assert app.engine is not None
+        release = gate(monkeypatch, app.engine.store, "sibling_counts", lambda *a, **k: True)
+        tab.catch_up()  # e.g. the one `_finish` starts, or the clock's own
+        await asyncio.wait_for(release.entered.wait(), 5)  # type: ignore[attr-defined]
+        async with await Store.open(settings.db_path) as other:
+            await other.add_messages(here.session_id, here.id, [(Role.USER, "q2"), (Role.ASSISTANT, "a2")])
+        await asyncio.sleep(1.5)  # the clock sees the commit; the tab is skipped (catching_up)
+        release.set()
+        await asyncio.sleep(2.5)
+        assert [e.message.content for e in entries(tab)][-2:] == ["q2", "a2"]
+
+
+async def test_search_refresh_keeps_the_highlighted_hit_not_the_sessions_first(settings: Settings) -> None:
+    async with await Store.open(settings.db_path) as other:
+        s = await other.create_session("Searched")
+        await other.add_messages(s.id, None, [(Role.USER, "zebra one"), (Role.ASSISTANT, "zebra two")])
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, SessionBrowser), "the browser")
+        browser = app.screen
+        assert isinstance(browser, SessionBrowser)
+        await pilot.press(*"zebra")
+        await until(pilot, lambda: len(browser.choices) == 2, "two hits")
+        await pilot.press("down")
+        await until(pilot, lambda: browser.results.highlighted == 1)
+        hit = browser.highlighted_choice
+        async with await Store.open(settings.db_path) as other:  # another hit, listed anew
+            more = await other.create_session("More")
+            await other.add_messages(more.id, None, [(Role.USER, "zebra three")])
+        await until(pilot, lambda: len(browser.choices) == 3, "the new hit")
+        assert browser.highlighted_choice == hit
+
+
+async def test_own_reply_cancelled_in_a_deleted_background_chat_leaves_no_unread_new_chat(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, SLOW)
+        await new_tab(pilot)
+        async with await Store.open(settings.db_path) as other:
+            await other.delete_session(tab.session_id or 0)
+        await until(pilot, lambda: tab.session is None and not tab.streaming, "the reply stopped", timeout=5)
+        await pilot.pause(0.5)
+        assert label(app, tab) == "New chat"
+
+
+async def test_the_list_scrolled_by_the_mouse_stays_put_when_another_process_writes(settings: Settings) -> None:
+    async with await Store.open(settings.db_path) as other:
+        for i in range(45):
+            await other.create_session(f"Chat {i}")
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, SessionBrowser), "the browser")
+        browser = app.screen
+        assert isinstance(browser, SessionBrowser)
+        await until(pilot, lambda: len(browser.choices) == 45, "the list")
+        results = browser.results
+        assert results.max_scroll_y > 12
+        results.scroll_to(y=10, animate=False)  # the mouse wheel: the highlight stays on row 0
+        await pilot.pause(0.3)
+        assert results.scroll_y == 10
+        async with await Store.open(settings.db_path) as other:  # a new chat, listed first
+            await other.create_session("Chat 45")
+        await until(pilot, lambda: len(browser.choices) == 46, "the new chat")
+        assert results.scroll_y == 10
+
+
+async def test_a_send_failing_because_its_chat_was_deleted_keeps_the_words(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        assert app.engine is not None
+        release = gate(monkeypatch, app.engine.store, "start_turn", lambda *a, **k: True)
+        prompt_input(tab).insert("Sent meanwhile")
+        await press(pilot, "enter")
+        await asyncio.wait_for(release.entered.wait(), 5)  # type: ignore[attr-defined]
+        async with await Store.open(settings.db_path) as other:
+            await other.delete_session(here.session_id)
+        for _ in range(40):
+            if tab.session is None:
+                break
+            await asyncio.sleep(0.1)
+        assert tab.session is None
+        release.set()
+        await asyncio.sleep(0.5)
+        banner = str(tab.query_one(".banner", Static).render())
+        assert prompt_input(tab).text == "Sent meanwhile"
+        assert "deleted in another window" in banner, banner
+
+
+async def test_this_tabs_reply_streaming_into_a_chat_cleared_elsewhere_stops(settings: Settings) -> None:
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, SLOW)
+        async with await Store.open(settings.db_path) as other:
+            await other.clear_session(tab.session_id or 0)
+        await until(pilot, lambda: not tab.streaming, "the reply stopped", timeout=4)
+
+
+async def test_a_window_terminated_or_closed_saves_its_tabs_as_a_quit_does(settings: Settings) -> None:
+    async with one_turn(settings) as (app, pilot, tab, here):
+        async with await Store.open(settings.db_path) as other:  # a second window saves its tabs
+            await other.set_state(OPEN_TABS_STATE, {"sessions": [], "active": 0})
+        app._terminate()  # SIGTERM's handler
+    async with await Store.open(settings.db_path) as store:
+        assert (await store.get_state(OPEN_TABS_STATE))["sessions"] == [here.session_id]
 
 
 async def test_a_reply_whose_process_died_mid_stream_shows_as_interrupted(settings: Settings) -> None:

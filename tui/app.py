@@ -103,6 +103,8 @@ class ChatApp(App[None]):
             self.sub_title = DEMO_SUB_TITLE
         self._first_frame_colours: object = None
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
+        self._again: set[ChatTab] = set()
+        """Tabs to catch up at the next look: they were still reading one when another process wrote."""
         self._marks: dict[int, tuple[str | None, int | None]] = {}
         """Each open chat's title and newest message id when another process last wrote (see
         `_catch_up_with_others`)."""
@@ -122,7 +124,7 @@ class ChatApp(App[None]):
         # Closing the terminal window (SIGHUP) or a plain `kill` (SIGTERM) would end the process on the spot and
         # lose up to a flush interval of each streaming reply; both now save them as interrupted first.
         loop = asyncio.get_running_loop()
-        for name, handler in (("SIGHUP", self._hang_up), ("SIGTERM", self.exit)):
+        for name, handler in (("SIGHUP", self._hang_up), ("SIGTERM", self._terminate)):
             with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError, ValueError):  # Windows, threads
                 loop.add_signal_handler(getattr(signal, name), handler)
         try:
@@ -172,7 +174,7 @@ class ChatApp(App[None]):
         if self.engine is None:
             return
         store = self.engine.store
-        tabs = [tab for tab in self.tabs if not tab.catching_up]  # a slow read (a locked database) is not cut short
+        tabs = self.tabs
         moved: set[int] = set()
         try:
             changed = await store.changed_elsewhere()
@@ -184,8 +186,15 @@ class ChatApp(App[None]):
                 self._marks = marks
         except (ChatError, ValueError):  # ValueError: the store closed under it (the terminal hung up)
             return
+        self._again &= set(tabs)
         for tab in tabs:
-            if (changed and tab is self.active_tab) or tab.session_id in moved or tab.shows_foreign_stream:
+            wanted = (changed and tab is self.active_tab) or tab.session_id in moved or tab.shows_foreign_stream
+            if not (wanted or tab in self._again):
+                continue
+            if tab.catching_up:  # a slow read (a locked database) is not cut short: the next look starts one
+                self._again.add(tab)
+            else:
+                self._again.discard(tab)
                 tab.catch_up()
         if changed and len(self.screen_stack) > 1:  # a dialog is open: the browser, maybe
             from tui.screens.session_browser import SessionBrowser
@@ -193,9 +202,14 @@ class ChatApp(App[None]):
             if isinstance(browser := self.screen, SessionBrowser):
                 browser.refresh_rows()
 
+    def _terminate(self) -> None:
+        self._save_tabs()  # as a quit does
+        self.exit()
+
     def _hang_up(self) -> None:
         """The terminal is gone: save the live replies, then leave without Textual's shutdown, which waits on
         writes to that terminal and would keep the process alive, unseen, for good."""
+        self._save_tabs()  # as a quit does: the window closed last is the one whose tabs come back
 
         async def save_and_leave() -> None:
             with contextlib.suppress(Exception):
@@ -401,7 +415,7 @@ class ChatApp(App[None]):
 
     async def action_quit(self) -> None:
         # Two windows on one database share the saved tabs, each saving its own on every change: the window
-        # quit last is the one whose tabs come back, not the one that changed a tab last.
+        # quit last (or closed, or terminated) is the one whose tabs come back, not the one that changed a tab last.
         self._save_tabs()
         await super().action_quit()
 

@@ -203,6 +203,8 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
         """Listing archived sessions instead of the active ones (searches cover both)."""
         self._choices: list[SessionChoice] = []
         """One per row of the list, in the same order."""
+        self._rows: list[tuple[SessionChoice, str]] = []
+        """The rows listed, as text: a refresh that would list the same ones changes nothing."""
         self._query = ""
         self._generation = 0
         """Bumped on every new listing, so results of an outdated one are dropped."""
@@ -248,21 +250,22 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
         return self._choices[index] if index is not None and index < len(self._choices) else None
 
     def refresh_rows(self) -> None:
-        """List again (another process wrote: new chats, counts, one deleted), the same chat highlighted."""
+        """List again (another process wrote: new chats, counts, one deleted), the same row highlighted and the
+        list where it was scrolled; nothing moves if nothing listed changed. Not while an edit of ours runs."""
         if self._edit is None or not self._edit.is_running:
-            choice = self.highlighted_choice
-            self._reload(keep=self.results.highlighted, keep_session=choice.session_id if choice else None)
+            self._reload(keep=self.results.highlighted, keep_choice=self.highlighted_choice)
 
-    def _reload(self, *, keep: int | None = None, delay: float = 0.0, keep_session: int | None = None) -> None:
+    def _reload(self, *, keep: int | None = None, delay: float = 0.0, keep_choice: SessionChoice | None = None) -> None:
         """List again for the current query and mode.
 
-        ``keep``: a row index to highlight afterwards, after an edit; the rows already loaded are listed again.
-        The old rows stay (and stay choosable) until the new ones arrive.
+        ``keep``: a row index to highlight afterwards (after an edit, a refresh); the rows already loaded are
+        listed again. ``keep_choice``: a refresh's row to highlight, wherever it is now. The old rows stay (and
+        stay choosable) until the new ones arrive.
         """
         self._generation += 1
         self._loading_more = False
         limit = PAGE_SIZE if keep is None else max(len(self._choices), PAGE_SIZE)
-        self._load(self._generation, self._query, self.show_archived, limit, keep, delay, keep_session)
+        self._load(self._generation, self._query, self.show_archived, limit, keep, delay, keep_choice)
 
     @work(group="rows", exclusive=True, exit_on_error=False)
     async def _load(
@@ -273,7 +276,7 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
         limit: int,
         keep: int | None,
         delay: float,
-        keep_session: int | None = None,
+        keep_choice: SessionChoice | None = None,
     ) -> None:
         if delay:
             await asyncio.sleep(delay)  # debounce: a newer keystroke cancels this worker (exclusive)
@@ -293,11 +296,19 @@ class SessionBrowser(ModalScreen[SessionChoice | None]):
         if generation == self._generation:
             self._more = more
             self._fetched = len(rows)
-            ids = [choice.session_id for choice, _ in rows]
-            self._show(rows, keep=ids.index(keep_session) if keep_session in ids else keep)
+            if keep_choice is None:
+                self._show(rows, keep=keep)
+                return
+            if [(choice, prompt.plain) for choice, prompt in rows] == self._rows:
+                return  # a refresh that changes nothing listed: not even a repaint
+            choices = [choice for choice, _ in rows]
+            scrolled = self.results.scroll_y
+            self._show(rows, keep=choices.index(keep_choice) if keep_choice in choices else keep)
+            self.results.scroll_to(y=scrolled, animate=False, immediate=True)
 
     def _show(self, rows: list[tuple[SessionChoice, Text]], *, keep: int | None = None, error: str = "") -> None:
         self._choices = [choice for choice, _ in rows]
+        self._rows = [(choice, prompt.plain) for choice, prompt in rows]
         results = self.results
         results.set_options(Option(prompt) for _, prompt in rows)
         if rows:

@@ -135,11 +135,11 @@ class ChatTab(TabPane):
         """The unsent text saved for this chat, as last read or written."""
         self._keep_draft = True
         self._asked_beside: str | None = None
+        """A prompt refused while another process streams into this chat: sent beside that turn if sent again."""
         self._loaded = False
         """The chat the tab opened with has been read (`catch_up` waits for it: it would read it again)."""
         self.catching_up = 0
-        """Catch-ups reading now (the app does not start another one on its clock meanwhile)."""
-        """A prompt refused while another process streams into this chat: sent beside that turn if sent again."""
+        """Catch-ups reading now: the app's clock does not cut one short, it starts the next one after it."""
 
     @property
     def session_id(self) -> int | None:
@@ -375,7 +375,8 @@ class ChatTab(TabPane):
             if session.title is None:  # the first prompt named the session
                 session = await store.get_session(session.id)
         except ChatError as error:
-            self.show_banner(str(error))
+            if self.session is not None:  # else the banner says the chat was deleted
+                self.show_banner(str(error))
             return False
         if self.session is None:  # deleted elsewhere meanwhile: the tab is a new chat, the text stays in the box
             turn.cancel()
@@ -483,11 +484,17 @@ class ChatTab(TabPane):
                 if self.session is not session:
                     return
                 if live and turn is not None:
-                    turn.cancel()  # its saves fail now; its end comes back here
+                    turn.cancel()  # its last save fails: its end comes back here
                 else:
                     self._session_gone()
                 return
-            if not own_reply:
+            if own_reply and turn is not None:
+                try:
+                    await store.get_message(turn.reply.id)
+                except NotFound:  # the chat was cleared: a reply no longer saved streams for nothing
+                    turn.cancel()
+                    return
+            else:
                 streams = any(entry.message.status is Status.STREAMING for entry in tail)
                 if streams:
                     await store.recover_interrupted()  # the process streaming it may have died (killed, crashed)
@@ -558,6 +565,7 @@ class ChatTab(TabPane):
         self.leaf_id = self._remembered_leaf = None
         self.made_for_setting = False
         self._asked_beside = None
+        self.unread = False  # a reply of this tab's, stopped as the chat went
         if self.turn is not None and self.turn.done:
             self.turn = None  # an untouched new chat again: opening a chat from the list takes its place
         self._draft = ""
