@@ -197,6 +197,18 @@ async def one_turn(settings: Settings) -> AsyncIterator[tuple[ChatApp, Pilot[Any
         yield app, pilot, tab, last_reply(tab).message
 
 
+@contextlib.asynccontextmanager
+async def empty_chat(settings: Settings) -> AsyncIterator[tuple[ChatApp, Pilot[Any], ChatTab]]:
+    """The app on a chat saved without a message (as one given a setting first): (app, pilot, its tab)."""
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        tab = app.active_tab
+        await started(pilot)
+        assert app.engine is not None and tab is not None
+        tab.set_session(await app.engine.store.create_session(profile=settings.default_profile))
+        yield app, pilot, tab
+
+
 def gate(monkeypatch: pytest.MonkeyPatch, obj: object, name: str, when: Callable[..., bool]) -> asyncio.Event:
     """Hold the first call of ``obj.name`` for which ``when(*args, **kwargs)`` holds until the returned event is
     set; ``gate.entered`` (an attribute of that event) is set once the call is held."""
@@ -222,6 +234,15 @@ async def started(pilot: Pilot[Any]) -> ChatApp:
     # The model client is imported in a thread after the first frame: let it finish before timing-free key presses.
     await until(pilot, lambda: app.preloaded, "preload")
     return app
+
+
+async def open_browser(pilot: Pilot[Any]) -> SessionBrowser:
+    """Press ctrl+o; return the conversations browser once it shows."""
+    await pilot.press("ctrl+o")
+    await until(pilot, lambda: isinstance(pilot.app.screen, SessionBrowser), "the browser")
+    browser = pilot.app.screen
+    assert isinstance(browser, SessionBrowser)
+    return browser
 
 
 async def new_tab(pilot: Pilot[Any]) -> ChatTab:
@@ -804,13 +825,8 @@ async def test_a_load_cut_short_leaves_the_tab_as_it_was(settings: Settings, mon
 async def test_a_long_history_written_elsewhere_into_an_empty_chat_in_view_reads_back_to_its_start(
     settings: Settings,
 ) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        tab = app.active_tab
-        await started(pilot)
-        assert app.engine is not None and tab is not None
-        # A chat given a setting before any message (a session, no branch), then a LangChain app's import.
-        tab.set_session(await app.engine.store.create_session(profile=settings.default_profile))
+    # A chat given a setting before any message (a session, no branch), then a LangChain app's import.
+    async with empty_chat(settings) as (app, pilot, tab):
         roles = itertools.cycle([Role.USER, Role.ASSISTANT])
         async with await Store.open(settings.db_path) as other:
             added = await other.add_messages(tab.session_id, None, [(next(roles), f"m{i}") for i in range(150)])
@@ -851,12 +867,7 @@ async def test_a_chat_in_the_background_marks_a_turn_made_elsewhere(settings: Se
 
 
 async def test_a_turn_made_elsewhere_in_an_empty_background_chat_marks_it_unread(settings: Settings) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        tab = app.active_tab
-        await started(pilot)
-        assert app.engine is not None and tab is not None
-        tab.set_session(await app.engine.store.create_session(profile=settings.default_profile))
+    async with empty_chat(settings) as (app, pilot, tab):
         await new_tab(pilot)
         async with await Store.open(settings.db_path) as other:
             await other.add_messages(tab.session_id, None, [(Role.USER, "q"), (Role.ASSISTANT, "a")])
@@ -956,15 +967,20 @@ async def test_an_edit_sent_after_its_chat_was_deleted_elsewhere_comes_back_to_t
         assert "deleted in another window" in screen_text(app)
 
 
-async def test_this_tabs_reply_streaming_into_a_chat_deleted_elsewhere_stops(settings: Settings) -> None:
+@pytest.mark.parametrize("gone", ["deleted", "cleared"])
+async def test_this_tabs_reply_streaming_into_a_chat_deleted_or_cleared_elsewhere_stops(
+    settings: Settings, gone: str
+) -> None:
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        tab = await send(pilot, SLOW)
+        tab = await send(pilot, SLOW)  # ~10 s
         async with await Store.open(settings.db_path) as other:
-            await other.delete_session(tab.session_id or 0)
-        await until(pilot, lambda: tab.session is None and not tab.streaming, "the reply stopped", timeout=5)
-        assert not entries(tab)
+            session_id = tab.session_id or 0
+            await (other.delete_session(session_id) if gone == "deleted" else other.clear_session(session_id))
+        await until(pilot, lambda: not tab.streaming, "the reply stopped", timeout=5)
+        await until(pilot, lambda: not entries(tab), "the messages gone")
+        assert (tab.session is None) == (gone == "deleted")
 
 
 async def test_another_processs_reply_grows_on_the_branch_shown_while_this_tabs_streams_on_another(
@@ -1058,10 +1074,7 @@ async def test_search_refresh_keeps_the_highlighted_hit_not_the_sessions_first(s
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        await pilot.press("ctrl+o")
-        await until(pilot, lambda: isinstance(app.screen, SessionBrowser), "the browser")
-        browser = app.screen
-        assert isinstance(browser, SessionBrowser)
+        browser = await open_browser(pilot)
         await pilot.press(*"zebra")
         await until(pilot, lambda: len(browser.choices) == 2, "two hits")
         await pilot.press("down")
@@ -1094,10 +1107,7 @@ async def test_the_list_scrolled_by_the_mouse_stays_put_when_another_process_wri
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        await pilot.press("ctrl+o")
-        await until(pilot, lambda: isinstance(app.screen, SessionBrowser), "the browser")
-        browser = app.screen
-        assert isinstance(browser, SessionBrowser)
+        browser = await open_browser(pilot)
         await until(pilot, lambda: len(browser.choices) == 45, "the list")
         results = browser.results
         assert results.max_scroll_y > 12
@@ -1131,16 +1141,6 @@ async def test_a_send_failing_because_its_chat_was_deleted_keeps_the_words(
         banner = str(tab.query_one(".banner", Static).render())
         assert prompt_input(tab).text == "Sent meanwhile"
         assert "deleted in another window" in banner, banner
-
-
-async def test_this_tabs_reply_streaming_into_a_chat_cleared_elsewhere_stops(settings: Settings) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send(pilot, SLOW)
-        async with await Store.open(settings.db_path) as other:
-            await other.clear_session(tab.session_id or 0)
-        await until(pilot, lambda: not tab.streaming, "the reply stopped", timeout=4)
 
 
 async def test_a_window_terminated_or_closed_saves_its_tabs_as_a_quit_does(settings: Settings) -> None:
