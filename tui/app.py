@@ -306,7 +306,8 @@ class ChatApp(App[None]):
 
     @on(ChatTab.ReplyEnded)
     def _reply_ended(self, event: ChatTab.ReplyEnded) -> None:
-        if event.tab is not self.active_tab:
+        # Not for a reply stopped as its chat was deleted elsewhere: the tab is a new chat now.
+        if event.tab is not self.active_tab and event.tab.session is not None:
             event.tab.unread = True
 
     @on(ChatTab.SessionBound)
