@@ -1596,6 +1596,34 @@ async def test_scrolling_to_the_top_loads_earlier_messages_and_home_goes_to_the_
         assert view.scroll_y == 0
 
 
+async def test_more_than_a_page_written_elsewhere_leaves_a_reader_scrolled_up_where_they_are(
+    settings: Settings,
+) -> None:
+    session_id, texts = await long_session(settings, 300)
+    app = ChatApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.tabs[0]
+        view = message_list(tab)
+        await until(pilot, lambda: tab.session_id == session_id and view.entries, "the restored session")
+        loaded = [e.message.content for e in view.entries]
+        view.scroll_to(y=view.max_scroll_y // 3, animate=False)  # reading something above the end
+        await pilot.pause(0.3)
+        before = screen_text(app)
+        roles = itertools.cycle([Role.USER, Role.ASSISTANT])
+        imported = [f"Imported {n:03d}" for n in range(chat_tab_module.PAGE + 50)]
+        async with await Store.open(settings.db_path) as other:  # a LangChain app's import
+            await other.add_messages(session_id, tab.leaf_id, [(next(roles), text) for text in imported])
+        await until(pilot, lambda: view.entries[-1].message.content == imported[-1], "the import")
+        assert [e.message.content for e in view.entries] == loaded + imported  # nothing from above the page
+        await pilot.pause(0.3)
+
+        def without_scrollbar(screen: str) -> list[str]:  # its thumb shrinks: the list grew below
+            return [line[:-1] for line in screen.splitlines()]
+
+        assert without_scrollbar(screen_text(app)) == without_scrollbar(before)
+
+
 @pytest.mark.parametrize("move", ["end", "up", "wheel up"])
 async def test_moving_before_home_reached_the_first_message_stops_it_there(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, move: str

@@ -503,10 +503,15 @@ class ChatTab(TabPane):
                 else:
                     newest = await store.newest_leaf_under(leaf_id)  # None: that branch was deleted
                     if newest is not None and (newest != leaf_id or streams):
-                        entries = await self._entries(await store.path(newest, limit=PAGE))
+                        messages = await store.path(newest, limit=PAGE)
+                        if newest != leaf_id and leaf_id not in {message.id for message in messages}:
+                            # More than a page came (a LangChain app's import): all of it up to a bound, so
+                            # that a reader scrolled up stays where they are.
+                            messages = await store.path(newest, limit=PAGE_TO_FIRST)
+                        entries = await self._entries(messages)
                 if newest != leaf_id and (newest is None or leaf_id not in {entry.message.id for entry in entries}):
-                    # The chat showed none, or the branch shown is gone, or more was added to it than a page: read
-                    # as if opened again (the branch shown last, or the newest), or from the newest.
+                    # The chat showed none, or the branch shown is gone, or more was added to it than the bound:
+                    # read as if opened again (the branch shown last, or the newest), or from the newest.
                     reread = await self._read(session.id, None if leaf_id is None else newest)
             # The entries read carry their marks.
             counts = {} if entries or reread else await store.sibling_counts(entry.message.id for entry in tail)
@@ -530,10 +535,14 @@ class ChatTab(TabPane):
         if fresh != session:
             self.session = fresh
             self.title = fresh.display_title
-        changed, ended = False, None
-        for entry in entries:
+        changed, ended, added = False, None, []
+        ids = [entry.message.id for entry in entries]
+        first_new = ids.index(leaf_id) + 1 if leaf_id in ids else 0
+        for position, entry in enumerate(entries):
             if (shown_entry := message_list.entry(entry.message.id)) is None:
-                message_list.append_entry(entry)
+                if position < first_new:
+                    continue  # above the messages loaded: they come when the reader scrolls up
+                added.append(entry)
             elif shown_entry != entry:
                 message_list.update_entry(entry)
             else:
@@ -542,6 +551,7 @@ class ChatTab(TabPane):
             done = entry.message.role is Role.ASSISTANT and entry.message.status is not Status.STREAMING
             if done and (shown_entry is None or shown_entry.message.status is Status.STREAMING):
                 ended = entry.message
+        message_list.append_entries(added)
         for message_id, (index, count) in counts.items():
             shown_entry = message_list.entry(message_id)
             if shown_entry is not None and (shown_entry.sibling_index, shown_entry.sibling_count) != (index, count):

@@ -438,15 +438,25 @@ class MessageList(ScrollView, can_focus=True):
 
     def append_entry(self, entry: ChatEntry) -> None:
         """Add a message at the end (the user's prompt, or an empty streaming reply)."""
-        if entry.message.id in self._by_id:
-            self.update_entry(entry)
+        self.append_entries([entry])
+
+    def append_entries(self, entries: Sequence[ChatEntry]) -> None:
+        """Add messages at the end (a prompt and its reply; the turns another process made), laid out once."""
+        new = []
+        for entry in entries:
+            if entry.message.id in self._by_id:
+                self.update_entry(entry)
+            else:
+                new.append(entry)
+        if not new:
             return
-        item = _Item(entry)
-        if self._width:
-            item.height = item.estimate_height(self._width)
         before = self._items[-1] if self._items else None
-        self._items.append(item)
-        self._by_id[item.id] = item
+        for entry in new:
+            item = _Item(entry)
+            if self._width:
+                item.height = item.estimate_height(self._width)
+            self._items.append(item)
+            self._by_id[item.id] = item
         if before is not None and before.footer and before.width:
             # No longer the last: its mark no longer names the retry key.
             before.footer = self._footer(self._reply_console(), before, before.width)
