@@ -188,12 +188,14 @@ def recorded_updates(app: ChatApp, monkeypatch: pytest.MonkeyPatch) -> list[Any]
 
 
 @contextlib.asynccontextmanager
-async def one_turn(settings: Settings) -> AsyncIterator[tuple[ChatApp, Pilot[Any], ChatTab, CoreMessage]]:
-    """The app on a chat holding one finished turn, "Asked here": (app, pilot, its tab, the turn's reply)."""
+async def one_turn(
+    settings: Settings, prompt: str = "Asked here"
+) -> AsyncIterator[tuple[ChatApp, Pilot[Any], ChatTab, CoreMessage]]:
+    """The app on a chat holding one finished turn: (app, pilot, its tab, the turn's reply)."""
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        tab = await send_and_wait(pilot, "Asked here")
+        tab = await send_and_wait(pilot, prompt)
         yield app, pilot, tab, last_reply(tab).message
 
 
@@ -1201,11 +1203,7 @@ async def test_a_regenerated_reply_that_ends_while_its_branch_loads_shows_in_ful
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fast reply may end before the new branch is read: the branch's rows must not replace the finished reply."""
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Quick one")
-        first = last_reply(tab).message
+    async with one_turn(settings, "Quick one") as (app, pilot, tab, first):
         assert app.engine is not None
         store = app.engine.store
         counts = store.sibling_counts
@@ -1476,10 +1474,7 @@ async def test_the_open_tabs_come_back_at_the_next_start(settings: Settings) -> 
 
 
 async def test_a_reopened_chat_shows_its_last_replys_token_counts(settings: Settings) -> None:
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "Count my tokens")
+    async with one_turn(settings, "Count my tokens") as (app, pilot, tab, _):
         await until(pilot, lambda: tab.stats.completion_tokens is not None, "the usage")
         counts = f"↑{tab.stats.prompt_tokens} ↓{tab.stats.completion_tokens} tokens"
         assert counts in tab.query_one(StatusLine).text
@@ -1568,20 +1563,29 @@ async def long_session(settings: Settings, count: int) -> tuple[int, list[str]]:
     return session.id, texts
 
 
-async def test_scrolling_to_the_top_loads_earlier_messages_and_home_goes_to_the_first(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A session opens on its newest page of messages; the top of the list brings in the page before, and one
-    Home (from the messages) brings in every earlier page, down to the first message."""
-    monkeypatch.setattr(chat_tab_module, "PAGE_TO_FIRST", 100)  # three pages on the way to the first
-    session_id, texts = await long_session(settings, 450)
-
+@contextlib.asynccontextmanager
+async def on_long_session(
+    settings: Settings, count: int
+) -> AsyncIterator[tuple[ChatApp, Pilot[Any], ChatTab, MessageList, list[str]]]:
+    """The app restored on a `long_session`, its newest page shown: (app, pilot, its tab, the tab's messages,
+    the texts of all of them)."""
+    session_id, texts = await long_session(settings, count)
     app = ChatApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         tab = app.tabs[0]
         view = message_list(tab)
         await until(pilot, lambda: tab.session_id == session_id and view.entries, "the restored session")
+        yield app, pilot, tab, view, texts
+
+
+async def test_scrolling_to_the_top_loads_earlier_messages_and_home_goes_to_the_first(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session opens on its newest page of messages; the top of the list brings in the page before, and one
+    Home (from the messages) brings in every earlier page, down to the first message."""
+    monkeypatch.setattr(chat_tab_module, "PAGE_TO_FIRST", 100)  # three pages on the way to the first
+    async with on_long_session(settings, 450) as (app, pilot, tab, view, texts):
         page = len(view.entries)
         assert page < len(texts)  # a page, not all of it
         view.scroll_home(animate=False)  # as with the wheel or the scrollbar
@@ -1599,13 +1603,7 @@ async def test_scrolling_to_the_top_loads_earlier_messages_and_home_goes_to_the_
 async def test_more_than_a_page_written_elsewhere_leaves_a_reader_scrolled_up_where_they_are(
     settings: Settings,
 ) -> None:
-    session_id, texts = await long_session(settings, 300)
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = app.tabs[0]
-        view = message_list(tab)
-        await until(pilot, lambda: tab.session_id == session_id and view.entries, "the restored session")
+    async with on_long_session(settings, 300) as (app, pilot, tab, view, texts):
         loaded = [e.message.content for e in view.entries]
         view.scroll_to(y=view.max_scroll_y // 3, animate=False)  # reading something above the end
         await pilot.pause(0.3)
@@ -1613,7 +1611,7 @@ async def test_more_than_a_page_written_elsewhere_leaves_a_reader_scrolled_up_wh
         roles = itertools.cycle([Role.USER, Role.ASSISTANT])
         imported = [f"Imported {n:03d}" for n in range(chat_tab_module.PAGE + 50)]
         async with await Store.open(settings.db_path) as other:  # a LangChain app's import
-            await other.add_messages(session_id, tab.leaf_id, [(next(roles), text) for text in imported])
+            await other.add_messages(tab.session_id, tab.leaf_id, [(next(roles), text) for text in imported])
         await until(pilot, lambda: view.entries[-1].message.content == imported[-1], "the import")
         assert [e.message.content for e in view.entries] == loaded + imported  # nothing from above the page
         await pilot.pause(0.3)
@@ -1629,13 +1627,7 @@ async def test_moving_before_home_reached_the_first_message_stops_it_there(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, move: str
 ) -> None:
     monkeypatch.setattr(chat_tab_module, "PAGE_TO_FIRST", 100)
-    session_id, texts = await long_session(settings, 350)
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = app.tabs[0]
-        view = message_list(tab)
-        await until(pilot, lambda: tab.session_id == session_id and view.entries, "the restored session")
+    async with on_long_session(settings, 350) as (app, pilot, tab, view, texts):
         # The request for earlier messages is held back until the user has moved.
         held: list[Message] = []
         post = view.post_message
@@ -2251,10 +2243,7 @@ async def palette_run(pilot: Pilot[Any], query: str, shown: str) -> None:
 
 async def test_sending_while_scrolled_up_shows_the_new_prompt_and_follows_its_reply(settings: Settings) -> None:
     """Scrolled up to reread something, a sent prompt and its reply stayed below the view, with no sign of them."""
-    app = ChatApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = await send_and_wait(pilot, "A long one first [[tokens=600]]")
+    async with one_turn(settings, "A long one first [[tokens=600]]") as (app, pilot, tab, _):
         view = message_list(tab)
         view.scroll_home(animate=False)
         await until(pilot, lambda: view.scroll_y == 0 and "A long one first" in screen_text(app), "the top")
