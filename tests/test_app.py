@@ -791,12 +791,14 @@ async def test_a_catch_up_keeps_a_rename_made_here_meanwhile(
     async with one_turn(settings) as (app, pilot, tab, _):
         assert app.engine is not None and tab.session_id is not None
         store = app.engine.store
+        await pilot.pause(0.5)  # the catch-ups of the reply's end and of the tab shown at start are over
+        await until(pilot, lambda: not tab.catching_up, "the catch-ups before")
         release = gate(monkeypatch, store, "newest_leaf_under", lambda *_: True)
         worker = tab.catch_up()
         await release.entered.wait()  # type: ignore[attr-defined]
         app._session_changed(await store.update_session(tab.session_id, title="Renamed here"))
         release.set()
-        await worker.wait()
+        await until(pilot, lambda: worker.is_finished and not tab.catching_up, "the catch-up")
         assert tab.title == "Renamed here"
 
 
