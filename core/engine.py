@@ -328,6 +328,10 @@ class ChatEngine:
         model = self._models.get(profile)
         return model if model is not None else await asyncio.to_thread(self.chat_model, profile)
 
+    async def settled(self) -> None:
+        """Wait for the writes tracked so far (the app's last ones at a quit: drafts, the open tabs)."""
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
     def track(self, coro: Any) -> asyncio.Future[Any]:
         """Run a write that must finish even if its caller is cancelled; close() waits for it."""
         future = asyncio.ensure_future(coro)

@@ -691,11 +691,22 @@ class Store:
 
     async def set_state(self, key: str, value: Any) -> None:
         async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO app_state (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
-            )
+            await db.execute(_SET_STATE, (key, json.dumps(value)))
+
+    async def set_state_if_unchanged(self, key: str, make: Callable[[tuple[Any, ...]], Any], probe: str) -> bool:
+        """Set ``key`` to ``make(row)``, ``row`` being what the query ``probe`` reads, all in one write transaction,
+        unless another process committed since `changed_elsewhere` last looked or ``make`` gives None. For a state
+        derived from what this process last read (the app's picture of its screen): a commit of another process
+        may have changed what it shows. Says whether it was set."""
+        async with self._transaction() as db:
+            if await self.changed_elsewhere():
+                return False
+            row = next(iter(await db.execute_fetchall(probe)))
+            value = make(tuple(row))
+            if value is None:
+                return False
+            await db.execute(_SET_STATE, (key, json.dumps(value)))
+        return True
 
     async def delete_state(self, key: str) -> None:
         async with self._transaction() as db:
@@ -724,6 +735,9 @@ class Store:
 
 def _branch_key(session_id: int) -> str:
     return f"branch:{session_id}"
+
+
+_SET_STATE = "INSERT INTO app_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
 
 def _draft_key(session_id: int | None) -> str:
