@@ -31,6 +31,7 @@ from core.errors import ChatError, NotFound
 from core.export import to_markdown
 from core.models import Session
 from tui.keys import with_keys
+from tui.picture import OPEN_TABS_STATE, PICTURE_STATE, PROBE, Row, picture_value, rows_of
 from tui.splash import APP_TITLE, COLOURS_STATE, DEMO_SUB_TITLE, HEADER_ICON, rendered_colours
 from tui.widgets.chat_tab import ChatTab
 from tui.widgets.footer import SteadyFooter
@@ -39,9 +40,10 @@ from tui.widgets.message_list import copy_selected_text
 from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
+    from textual.constants import AnimationLevel
+
     from tui.screens.session_browser import SessionBrowser
 
-OPEN_TABS_STATE = "open_tabs"
 CATCH_UP_AFTER_SWITCH = 0.3
 """Seconds after a tab is shown that it reads what other processes wrote to its chat (see ChatTab.catch_up)."""
 OTHERS_INTERVAL = 1.0
@@ -84,7 +86,7 @@ class ChatApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
-    def __init__(self, settings: Settings, *, after_splash: bool = False) -> None:
+    def __init__(self, settings: Settings, *, after_splash: bool = False, start_context: str | None = None) -> None:
         driver: type[Driver] | None = None
         if after_splash:  # a splash needs termios, so this is Textual's Linux driver (which Windows cannot import)
             from tui.driver import AfterSplashDriver
@@ -103,6 +105,10 @@ class ChatApp(App[None]):
             self.sub_title = DEMO_SUB_TITLE
         self._first_frame_colours: object = None
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
+        self._start_context = start_context
+        """What this start's screen was made from besides the database (tui/picture.py), when it had a splash."""
+        self._picture: list[Row] | None = None
+        """The screen as the next start will open on it, taken at a quit, kept as the app closes."""
         self._again: set[ChatTab] = set()
         """Tabs to catch up at the next look: they were still reading one when another process wrote."""
         self._marks: dict[int, tuple[str | None, int | None]] = {}
@@ -142,7 +148,10 @@ class ChatApp(App[None]):
         self.app_resume_signal.subscribe(self, self._repaint_after_suspend)
         self._first_frame_colours = await store.get_state(COLOURS_STATE)
         # The tabs are built before the first frame: a frame without them came ~40 ms sooner here, but the full
-        # screen ~70 ms later.
+        # screen ~70 ms later. Textual slides the tab bar's underline to a tab as it is added: at a start, from
+        # the left edge to the tab, for 0.3 s, under a splash that had drawn it in place. It is put in place.
+        animation_level, self.animation_level = self.animation_level, "none"
+        self.call_after_refresh(self._underline_in_place, animation_level)
         state = await store.get_state(OPEN_TABS_STATE, {}) or {}
         for session_id in state.get("sessions", []):
             with contextlib.suppress(ChatError):
@@ -162,7 +171,14 @@ class ChatApp(App[None]):
         self.call_after_refresh(self._check_keymap)
         self.set_interval(OTHERS_INTERVAL, self._catch_up_with_others, name="others")
 
+    def _underline_in_place(self, animation_level: AnimationLevel) -> None:
+        self.animation_level = animation_level
+        # Once laid out: before, Textual's own move had no tab width to go by. (Private; Textual pinned.)
+        self.tabbed.query_one(Tabs)._highlight_active(animate=False)
+
     async def on_unmount(self) -> None:
+        if self._picture is not None and self.engine is not None:
+            await self._keep_picture(self.engine, self._picture)
         await self._exit_stack.aclose()
 
     async def _catch_up_with_others(self) -> None:
@@ -204,6 +220,7 @@ class ChatApp(App[None]):
 
     def _terminate(self) -> None:
         self._save_tabs()  # as a quit does
+        self._take_picture()
         self.exit()
 
     def _hang_up(self) -> None:
@@ -250,7 +267,7 @@ class ChatApp(App[None]):
 
     async def add_tab(self, session: Session | None = None, *, activate: bool = True) -> ChatTab:
         assert self.engine is not None
-        tab = ChatTab(self.engine, id=f"chat-{self._next_tab}", session=session)
+        tab = ChatTab(self.engine, id=f"chat-{self._next_tab}", session=session, cut=_cut_label)
         self._next_tab += 1
         await self.tabbed.add_pane(tab)
         if activate:
@@ -295,7 +312,7 @@ class ChatApp(App[None]):
     def _label(self, tab: ChatTab) -> None:
         if not tab.is_mounted:
             return
-        title = _cut(tab.title, MAX_LABEL)
+        title = _cut_label(tab.title)
         label = ("⋯ " if tab.streaming or tab.shows_foreign_stream else "● " if tab.unread else "") + title
         with contextlib.suppress(Exception):  # the tab may be mid-removal
             content_tab = self.tabbed.get_tab(tab)
@@ -418,7 +435,36 @@ class ChatApp(App[None]):
         # Two windows on one database share the saved tabs, each saving its own on every change: the window
         # quit last (or closed, or terminated) is the one whose tabs come back, not the one that changed a tab last.
         self._save_tabs()
+        self._take_picture()
         await super().action_quit()
+
+    def _take_picture(self) -> None:
+        """Picture the screen for the next start's splash (tui/picture.py), if it is the one that start opens on:
+        the tabs at rest (and each a saved chat, unless it is the only one), the one in view at its end with its
+        prompt focused; no dialog, notification, selection or hover over them, no tab bar scrolled; nothing
+        read from another process still to show."""
+        tab, tabs = self.active_tab, self.tabs
+        if self._start_context is None or tab is None or self._again:
+            return
+        if len(self.screen_stack) > 1 or self._notifications:
+            return
+        if self.screen.selections or self.hover_over is not None or self.tabbed.query_one(Tabs).max_scroll_x:
+            return
+        if len(tabs) > 1 and any(t.session_id is None for t in tabs):  # a new chat's tab is not saved
+            return
+        if not (tab.opens_as_shown() and all(t.at_rest for t in tabs)):
+            return
+        tab.show_as_at_start()
+        self._picture = rows_of(self.screen._compositor.render_strips(), self.console.color_system or "truecolor")
+
+    async def _keep_picture(self, engine: ChatEngine, rows: list[Row]) -> None:
+        """After the last writes (a draft, the open tabs), unless another process wrote since the last look."""
+        await engine.settled()
+        context, width = self._start_context or "", self.size.width
+        with contextlib.suppress(ChatError):
+            await engine.store.set_state_if_unchanged(
+                PICTURE_STATE, lambda probe: picture_value(context, rows, width, probe), PROBE
+            )
 
     async def action_new_tab(self) -> None:
         await self.add_tab()
@@ -599,7 +645,7 @@ class ChatApp(App[None]):
         )
 
 
-def _cut(text: str, width: int) -> str:
+def _cut_label(text: str, width: int = MAX_LABEL) -> str:
     """``text`` in at most ``width`` cells, ending with "…" if cut. Counted in cells: a CJK character takes two."""
     if cell_len(text) <= width:
         return text

@@ -15,12 +15,15 @@ def launch(args: argparse.Namespace) -> int:
     except ChatError as error:
         print(f"chat-tui: {error}", file=sys.stderr)
         return EXIT_USAGE
-    from tui.splash import DEMO_SUB_TITLE, Splash
+    from tui.picture import start_context
+    from tui.splash import DEMO_SUB_TITLE, Splash, colour_system
 
+    # Before the demo server changes the settings (its port is new each time): the next start compares this.
+    context = start_context(settings, colour_system())
     # The splash goes up before the demo server and Textual are imported, and comes down if either fails.
     try:
         with (
-            Splash.show(settings.db_path, DEMO_SUB_TITLE if settings.demo else "") as splash,
+            Splash.show(settings.db_path, DEMO_SUB_TITLE if settings.demo else "", context=context) as splash,
             demo_server(settings) as settings,
         ):
             from tui.app import ChatApp
@@ -28,7 +31,7 @@ def launch(args: argparse.Namespace) -> int:
 
             read_escape_digits_as_alt()
             read_pastes_whole()
-            app = ChatApp(settings, after_splash=splash.shown)
+            app = ChatApp(settings, after_splash=splash.shown, start_context=context if splash.shown else None)
             splash.hand_over()
             app.run()
     except KeyboardInterrupt:  # ctrl+c while starting (the app itself takes ctrl+c as a key)

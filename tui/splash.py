@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tui.picture import stored_picture
+
 if TYPE_CHECKING:
     from textual.app import App
 
@@ -157,9 +159,17 @@ class Splash:
 
     @classmethod
     def show(
-        cls, db_path: Path, sub_title: str = "", *, out: TextIO | None = None, tty: TextIO | None = None
+        cls,
+        db_path: Path,
+        sub_title: str = "",
+        *,
+        context: str | None = None,
+        out: TextIO | None = None,
+        tty: TextIO | None = None,
     ) -> Splash:
-        """Draw the frame on ``out`` (Textual's output, stderr), keys held on ``tty`` (its input, stdin)."""
+        """Draw the frame on ``out`` (Textual's output, stderr), keys held on ``tty`` (its input, stdin): the
+        picture the app kept of the screen it opens on, when it holds for this ``context`` (tui/picture.py), or
+        the header on the theme's colours."""
         out, tty = out or sys.__stderr__, tty or sys.__stdin__
         try:
             import termios
@@ -172,13 +182,14 @@ class Splash:
         if os.environ.get("TERM", "dumb") in ("", "dumb") or size.columns < 1 or size.lines < 1:
             return cls()
         splash = cls(out, tty.fileno())
-        colours = colours_for_this_terminal(db_path)
+        picture = stored_picture(db_path, context, size.columns, size.lines) if context is not None else None
+        drawing = picture or frame(size.columns, size.lines, colours_for_this_terminal(db_path), sub_title)
         try:
             splash._modes = termios.tcgetattr(splash._tty)
             quiet = termios.tcgetattr(splash._tty)
             quiet[3] &= ~(termios.ECHO | termios.ICANON)
             termios.tcsetattr(splash._tty, termios.TCSANOW, quiet)
-            out.write(ENTER + frame(size.columns, size.lines, colours, sub_title))
+            out.write(ENTER + drawing)
             out.flush()
         except (termios.error, OSError, ValueError):
             splash.close()

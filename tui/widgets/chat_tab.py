@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -116,8 +116,12 @@ class ChatTab(TabPane):
             self.tab = tab
             self.message = message
 
-    def __init__(self, engine: ChatEngine, *, id: str, session: Session | None = None) -> None:
-        super().__init__(Content(session.display_title if session else "New chat"), id=id)  # text, not markup
+    def __init__(
+        self, engine: ChatEngine, *, id: str, session: Session | None = None, cut: Callable[[str], str] = str
+    ) -> None:
+        # Its label as the app writes it from the start (``cut``): a label changed later moves the tab bar's
+        # underline (Textual animates it), and at a start that would undo the first frame the splash drew.
+        super().__init__(Content(cut(session.display_title if session else "New chat")), id=id)  # not markup
         self.engine = engine
         self.session = session
         self.leaf_id: int | None = None
@@ -456,6 +460,34 @@ class ChatTab(TabPane):
         if last is None or last.message.status is not Status.STREAMING:
             return False
         return self.turn is None or last.message.id != self.turn.reply.id
+
+    @property
+    def at_rest(self) -> bool:
+        """Nothing in flight or passing shows in the tab (a reply, a read, an unread mark, a banner): reopened, at
+        the next start, it looks the same."""
+        return not (self.streaming or self.unread or self.catching_up or self.shows_foreign_stream) and (
+            not self.has_class("-banner")
+        )
+
+    def opens_as_shown(self) -> bool:
+        """In view now, the tab looks as the next start will show it: at rest, its chat at the end, its prompt
+        focused with the cursor after the text (a draft comes back so; one of blanks does not come back)."""
+        prompt = self._prompt
+        return (
+            self.at_rest
+            and prompt.has_focus
+            and self.query_one(MessageList).following
+            and prompt.selection.is_empty
+            and prompt.cursor_location == prompt.document.end
+            and (not prompt.text or bool(prompt.text.strip()))
+        )
+
+    def show_as_at_start(self) -> None:
+        """Look as the next start will show the tab: the latest reply's timings are this run's only (the tokens
+        are kept with it), the cursor is on (Textual's first frame draws it)."""
+        self.stats = TurnStats(prompt_tokens=self.stats.prompt_tokens, completion_tokens=self.stats.completion_tokens)
+        self.refresh_status()
+        self._prompt.cursor_blink = False
 
     @work(group="catch-up", exclusive=True, exit_on_error=False)
     async def catch_up(self) -> None:

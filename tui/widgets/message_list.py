@@ -391,6 +391,11 @@ class MessageList(ScrollView, can_focus=True):
     # ----------------------------------------------------------------------------------------------------
     # Public API: data down
 
+    @property
+    def following(self) -> bool:
+        """The view is at the end and stays there as content grows."""
+        return self._follow
+
     def set_entries(self, entries: Sequence[ChatEntry], *, has_earlier: bool = False) -> None:
         """Replace every message (a session opened, a branch switched) and show the conversation's end."""
         if self.is_attached and self.text_selection is not None:

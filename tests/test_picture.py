@@ -1,0 +1,225 @@
+"""The picture of the screen kept at a quit for the next start's splash (tui/picture.py): it is the screen that start
+opens on, it is kept only at rest, and it is refused once anything it shows may have changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets._tabs import Underline
+
+from core.config import Settings
+from core.models import Role
+from core.store import Store
+from tests.helpers import app_in_terminal, drain, query
+from tests.test_app import SIZE, send, send_and_wait, started, until
+from tui.app import ChatApp
+from tui.picture import PICTURE_STATE, PROBE, picture_key, rows_of, stored_picture
+from tui.widgets.prompt_input import PromptInput
+
+CONTEXT = "the settings of these tests"
+PROMPT = "Show me some code [[tokens=150]]"
+
+
+def kept(db: Path) -> dict[str, Any] | None:
+    rows = query(db, "SELECT value FROM app_state WHERE key = ?", (PICTURE_STATE,))
+    return json.loads(rows[0][0]) if rows else None
+
+
+def screen_rows(app: ChatApp) -> list[Any]:
+    # As kept (JSON has lists, not tuples).
+    return json.loads(json.dumps(rows_of(app.screen._compositor.render_strips(), app.console.color_system or "")))
+
+
+async def quit_at_rest(settings: Settings) -> None:
+    """A turn, a draft typed after it, then ctrl+q."""
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await send_and_wait(pilot, PROMPT)
+        await pilot.press(*"a draft")
+        await pilot.press("ctrl+q")
+
+
+async def test_a_quit_at_rest_keeps_the_screen_the_next_start_opens_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await quit_at_rest(settings)
+    picture = kept(settings.db_path)
+    assert picture is not None
+    assert stored_picture(settings.db_path, CONTEXT, *SIZE) is not None
+
+    # Textual slid the tab bar's underline in from the left edge at a start, away from where the picture has it.
+    slides: list[Any] = []
+    monkeypatch.setattr(Underline, "animate", lambda self, *args, **kwargs: slides.append(args))
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.active_tab
+        assert tab is not None
+        await until(pilot, lambda: tab._prompt.text == "a draft", "the draft back")
+        tab.query_one(PromptInput).cursor_blink = False  # the cursor drawn, as in the first frame
+        await pilot.pause(0.1)  # the tab bar's underline in place
+        now = screen_rows(app)
+    texts = ["".join(text for _, text in row) for row in picture["rows"]]
+    assert any("a draft" in row for row in texts)
+    assert any("Show me some code" in row for row in texts)
+    assert picture["rows"] == now
+    assert slides == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "a message in another chat",
+        "the open chat renamed",
+        "the open chat deleted",
+        "its draft changed",
+        "a reply streaming",
+        "another size",
+        "other settings",
+    ],
+)
+async def test_the_picture_is_refused_once_what_it_shows_may_have_changed(settings: Settings, change: str) -> None:
+    await quit_at_rest(settings)
+    db, size, context = settings.db_path, SIZE, CONTEXT
+    assert stored_picture(db, context, *size) is not None
+    (session_id,) = json.loads(query(db, "SELECT value FROM app_state WHERE key = 'open_tabs'")[0][0])["sessions"]
+    store = await Store.open(db)
+    try:
+        if change == "a message in another chat":
+            other = await store.create_session("Elsewhere")
+            await store.add_messages(other.id, None, [(Role.USER, "Hello")])
+        elif change == "the open chat renamed":
+            await store.update_session(session_id, title="Renamed")
+        elif change == "the open chat deleted":
+            await store.delete_session(session_id)
+        elif change == "its draft changed":
+            await store.set_draft(session_id, "another draft")
+        elif change == "a reply streaming":
+            with closing(sqlite3.connect(db)) as connection, connection:
+                connection.execute("UPDATE messages SET status = 'streaming' WHERE role = 'assistant'")
+        elif change == "another size":
+            size = (SIZE[0] + 1, SIZE[1])
+        else:
+            context = "other settings"
+    finally:
+        await store.close()
+    assert stored_picture(db, context, *size) is None
+
+
+async def test_no_picture_is_kept_unless_the_screen_is_the_one_a_start_opens_on(settings: Settings) -> None:
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await send_and_wait(pilot, "A first question")
+        await pilot.press("f1")  # the help screen over the chat
+        await until(pilot, lambda: len(app.screen_stack) > 1, "the help screen")
+        await pilot.press("ctrl+q")
+    assert kept(settings.db_path) is None
+
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send(pilot, "A long reply [[tokens=2000 tps=100]]")
+        await until(pilot, lambda: tab.streaming, "the reply streaming")
+        await pilot.press("ctrl+q")
+    assert kept(settings.db_path) is None
+
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("shift+tab")  # the focus on the messages
+        await pilot.press("ctrl+q")
+    assert kept(settings.db_path) is None
+
+
+async def test_no_picture_is_kept_when_another_process_wrote_since_the_last_look(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "p.db")
+    try:
+        await store.changed_elsewhere()
+        assert await store.set_state_if_unchanged("k", lambda probe: list(probe), "SELECT 1")
+        with closing(sqlite3.connect(tmp_path / "p.db")) as other, other:
+            other.execute("INSERT INTO app_state VALUES ('elsewhere', '1')")
+        assert not await store.set_state_if_unchanged("k", lambda probe: ["later"], "SELECT 1")
+        assert await store.get_state("k") == [1]
+        assert await store.set_state_if_unchanged("k", lambda probe: ["later"], "SELECT 1")  # looked since
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("sgr", "text", "drawn"),
+    [("1;38;5;214", "plain text", True), ("1;38;5;214", "\x1b[2Jcleared", False), ("0m\x1b[2J", "x", False)],
+)
+def test_only_text_and_colours_of_a_picture_reach_the_terminal(
+    tmp_path: Path, sgr: str, text: str, drawn: bool
+) -> None:
+    db = tmp_path / "p.db"
+    with closing(sqlite3.connect(db)) as connection, connection:
+        connection.executescript(
+            "CREATE TABLE sessions (id INTEGER PRIMARY KEY AUTOINCREMENT, title, profile, model, system_prompt, "
+            "archived, updated_at);"
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id, status);"
+            "CREATE TABLE app_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        )
+        probe = connection.execute(PROBE).fetchone()
+        value = {"key": picture_key(CONTEXT, 10, 1, probe), "rows": [[[sgr, text]]]}
+        connection.execute("INSERT INTO app_state VALUES (?, ?)", (PICTURE_STATE, json.dumps(value)))
+    picture = stored_picture(db, CONTEXT, 10, 1)
+    assert (picture is not None) == drawn
+    if drawn:
+        assert picture == f"\x1b[1;1H\x1b[0;{sgr}m{text}\x1b[0m"
+
+
+def test_the_next_start_of_the_real_app_draws_the_chat_before_textual_starts(tmp_path: Path) -> None:
+    """`chat-tui --demo` in a pseudo-terminal: a turn, a quit; started again, the reply is on screen before Textual
+    writes its first byte (it turns the mouse on first)."""
+    db = tmp_path / "demo.sqlite3"
+    prompt = "Show me a table [[tokens=60]]"
+
+    def run(keys: list[bytes], until_done: Any) -> str:
+        process, controller, tty = app_in_terminal(tmp_path, db, size=(100, 30))
+        seen = bytearray()
+        reader = threading.Thread(target=drain, args=(controller, seen), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "\x1b[?1000h" not in seen.decode(errors="replace"):  # Textual is up
+                assert process.poll() is None and time.monotonic() < deadline, bytes(seen)
+                time.sleep(0.01)
+            time.sleep(0.5)
+            for key in keys:
+                os.write(controller, key)
+                time.sleep(0.1)
+            while not until_done():
+                assert process.poll() is None and time.monotonic() < deadline, bytes(seen)
+                time.sleep(0.05)
+            os.write(controller, b"\x11")  # ctrl+q
+            assert process.wait(15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            os.close(tty)
+            reader.join(5)
+            os.close(controller)
+        return seen.decode(errors="replace")
+
+    def replied() -> bool:
+        done = query(db, "SELECT updated_at FROM messages WHERE role = 'assistant' AND status = 'complete'")
+        if done:
+            time.sleep(1.0)  # shown, and the tab at rest
+        return bool(done)
+
+    run([prompt.encode(), b"\r"], replied)
+    assert kept(db) is not None
+    output = run([], lambda: True)
+    splash = output.split("\x1b[?1000h")[0]
+    assert "Show me a table" in splash
