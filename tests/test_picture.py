@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual._compositor import LayoutUpdate
+from textual.strip import Strip
 from textual.widgets._tabs import Underline
 
 from core.config import Settings
 from core.models import Role
 from core.store import Store
 from tests.helpers import app_in_terminal, drain, query
-from tests.test_app import SIZE, send, send_and_wait, started, until
+from tests.test_app import SIZE, recorded_updates, send, send_and_wait, started, until
 from tui.app import ChatApp
 from tui.picture import PICTURE_STATE, PROBE, picture_key, rows_of, stored_picture
 from tui.widgets.prompt_input import PromptInput
@@ -73,6 +75,25 @@ async def test_a_quit_at_rest_keeps_the_screen_the_next_start_opens_on(
     assert any("Show me some code" in row for row in texts)
     assert picture["rows"] == now
     assert slides == []
+
+
+async def test_the_first_frame_shows_the_keys_of_the_focused_prompt(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Footer was built for no focus at first (its keys in another order) and rebuilt a frame later: under the
+    picture, a flash of the wrong footer."""
+    await quit_at_rest(settings)  # a draft: the prompt's keys differ from no focus's (ctrl+w shown disabled)
+    app = ChatApp(settings, start_context=CONTEXT)
+    updates = recorded_updates(app, monkeypatch)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.pause(0.1)
+        settled_footer = screen_rows(app)[-1]
+    # The first with the chat (a headless app paints an empty screen before its on_mount ends; a real one not).
+    frames = [[Strip.join(list(row)) for row in u.strips] for u in updates if isinstance(u, LayoutUpdate)]
+    first = next(rows for rows in frames if any("a draft" in row.text for row in rows))
+    first_footer = rows_of(first[-1:], app.console.color_system or "")[0]
+    assert json.loads(json.dumps(first_footer)) == settled_footer
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Header, TabbedContent, Tabs
+from textual.widgets._tabs import Underline
 
 from core.config import DEFAULT_THEME, Settings
 from core.engine import ChatEngine
@@ -165,6 +166,7 @@ class ChatApp(App[None]):
             await self.add_tab(activate=False)
         index = state.get("active", 0)
         self.activate(self.tabs[index if 0 <= index < len(self.tabs) else 0])
+        await self.query_one(SteadyFooter).show_keys_now()
         # After the first frame: the imports hold the GIL, and would slow the frame down from their thread.
         self.call_after_refresh(self._preload)
         self.call_after_refresh(self._remember_first_frame)
@@ -173,8 +175,13 @@ class ChatApp(App[None]):
 
     def _underline_in_place(self, animation_level: AnimationLevel) -> None:
         self.animation_level = animation_level
-        # Once laid out: before, Textual's own move had no tab width to go by. (Private; Textual pinned.)
-        self.tabbed.query_one(Tabs)._highlight_active(animate=False)
+        # Once laid out (Textual's own move had no tab width to go by yet), and at once: Textual's takes a frame
+        # more.
+        tabs = self.tabbed.query_one(Tabs)
+        if (tab := tabs.active_tab) is not None:
+            underline = tabs.query_one(Underline)
+            span = tab.virtual_region.shrink(tab.styles.gutter).column_span
+            underline.highlight_start, underline.highlight_end = span
 
     async def on_unmount(self) -> None:
         if self._picture is not None and self.engine is not None:

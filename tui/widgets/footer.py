@@ -66,18 +66,29 @@ class SteadyFooter(Footer):
                 needed -= key_width(key, compact=compact)
         yield from (child for child in children if id(child) not in dropped)
 
-    def bindings_changed(self, screen: Screen[Any]) -> None:
-        shown = tuple(
+    @staticmethod
+    def _keys_of(screen: Screen[Any]) -> tuple[Any, ...]:
+        return tuple(
             (binding.key, binding.action, binding.description, binding.group, enabled, tooltip)
             for _node, binding, enabled, tooltip in screen.active_bindings.values()
             if binding.show
         )
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        shown = self._keys_of(screen)
         if shown == self._shown:
             return
         super().bindings_changed(screen)
         # Remembered only once a rebuild is on its way (Footer skips it while the app has no focus).
         if screen.app.app_focus and self.is_attached and screen is self.screen:
             self._shown = shown
+
+    async def show_keys_now(self) -> None:
+        """Rebuild for the keys of the focus now, not after the next frame as Textual does: at a start, the
+        first frame showed the keys of no focus (in another order) under the splash's picture of the right ones."""
+        self._shown = self._keys_of(self.screen)
+        with self._context():  # as the Footer's own: its keys bind to its data (private; Textual is pinned)
+            await self.recompose()
 
     def on_resize(self, event: events.Resize) -> None:
         width = event.size.width
