@@ -76,8 +76,14 @@ costs elia 19 CPU-s, oterm 7):
            script) kept busy during the scenario: other work on the machine skews latencies     (info)
   long     a db with one 10,000-message session (alternating user/assistant Markdown, 20 add_messages
            batches of 500) restored as the open tab via app_state "open_tabs":
-           long.open_s          respawn -> the last message's text on screen                   floor 0.3 s
+           long.open_s          a first start (no picture of the screen kept yet): respawn -> the last
+                              message's text on screen (Textual's first frame)                 floor 0.3 s
            long.open_after_first_frame_s  first frame (the splash) -> the last message's text on screen (info)
+           then ctrl+q (at rest: the picture of the screen is kept, tui/picture.py) and a start again:
+           long.open_again_s    respawn -> the last message's text on screen (the splash draws the picture)
+                                                                                                floor 0.3 s
+           long.usable_s        respawn -> keys sent right after it show in the prompt (the splash holds
+                              them, Textual reads them once it runs)                           (info)
            long.open_in_app_ms  then the same session opened in the running app: ctrl+w closes its tab, ctrl+o
                               opens the session browser, Down selects it, Enter -> the last message's text on
                               screen (the browser closed, a tab built, the last page read and rendered)
@@ -153,6 +159,8 @@ FLOORS: dict[str, tuple[float | None, str]] = {
     "tabs8.switch_streaming_ms": (100, "ms"),
     "long.open_s": (0.3, "s"),
     "long.open_after_first_frame_s": (None, "s"),
+    "long.open_again_s": (0.3, "s"),
+    "long.usable_s": (None, "s"),
     "long.open_in_app_ms": (300, "ms"),
     "long.pageup_p95_ms": (100, "ms"),
     "long.pageup_max_ms": (100, "ms"),
@@ -767,6 +775,7 @@ async def _build_long_db(path: Path) -> None:
         await store.close()
 
 
+TYPED_AT_START = "zq9"
 _QUESTION = re.compile(r"Question (\d{5}):")
 
 
@@ -796,7 +805,8 @@ def scenario_long(ctx: Context) -> None:
         workdir.mkdir()
         db = workdir / "chat.sqlite3"
         shutil.copy(base, db)
-        app = launch(ctx.tmux, workdir, "--base-url", ctx.server.url, "--model", "demo", db=db)
+        args = ("--base-url", ctx.server.url, "--model", "demo")
+        app = launch(ctx.tmux, workdir, *args, db=db)
         try:
             times = ctx.tmux.wait_all(
                 {"frame": lambda s: bool(s.strip()), "last": screen_has(last_text)}, timeout=30, since=app.start
@@ -804,6 +814,22 @@ def scenario_long(ctx: Context) -> None:
             ctx.results.add("long.open_s", times["last"] - app.start)
             ctx.results.add("long.open_after_first_frame_s", times["last"] - times["frame"])
             wait_idle(app.pid, not_before=times["last"] + 1.0, timeout=10)
+        finally:
+            app.quit()  # at rest: the picture of the screen is kept for the next start
+
+        app = launch(ctx.tmux, workdir, *args, db=db)
+        try:
+            ctx.tmux.send_keys(TYPED_AT_START, literal=True)  # held by the splash until Textual reads it
+            times = ctx.tmux.wait_all(
+                {"last": screen_has(last_text), "typed": lambda s: TYPED_AT_START in prompt_box(s)},
+                timeout=30,
+                since=app.start,
+            )
+            ctx.results.add("long.open_again_s", times["last"] - app.start)
+            ctx.results.add("long.usable_s", times["typed"] - app.start)
+            wait_idle(app.pid, not_before=times["typed"] + 1.0, timeout=10)
+            ctx.tmux.send_keys(*["BSpace"] * len(TYPED_AT_START))
+            ctx.tmux.wait_for(lambda s: TYPED_AT_START not in prompt_box(s), timeout=5, what="the typed keys erased")
 
             # The same session opened in the running app: close its tab, then choose it in the session browser.
             ctx.tmux.send_keys("C-w")
