@@ -47,6 +47,7 @@ async def quit_at_rest(settings: Settings) -> None:
         await started(pilot)
         await send_and_wait(pilot, PROMPT)
         await pilot.press(*"a draft")
+        app.query_one(PromptInput)._cursor_visible = False  # quit in a blink's off phase: the picture has it on
         await pilot.press("ctrl+q")
 
 
@@ -158,6 +159,29 @@ async def test_no_picture_is_kept_unless_the_screen_is_the_one_a_start_opens_on(
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         await pilot.press("shift+tab")  # the focus on the messages
+        await pilot.press("ctrl+q")
+    assert kept(settings.db_path) is None
+
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        app.app_focus = False  # the terminal window lost the focus (a SIGTERM then)
+        app._terminate()
+    assert kept(settings.db_path) is None
+
+
+async def test_no_picture_is_kept_when_the_tab_bar_overflows(settings: Settings) -> None:
+    store = await Store.open(settings.db_path)
+    try:
+        sessions = [await store.create_session(f"A chat with a long title, number {n}") for n in range(8)]
+        await store.set_state("open_tabs", {"sessions": [s.id for s in sessions], "active": 7})
+    finally:
+        await store.close()
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await until(pilot, lambda: len(app.tabs) == 8, "the tabs restored")
+        await pilot.pause(0.1)
         await pilot.press("ctrl+q")
     assert kept(settings.db_path) is None
 

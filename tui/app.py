@@ -448,14 +448,16 @@ class ChatApp(App[None]):
     def _take_picture(self) -> None:
         """Picture the screen for the next start's splash (tui/picture.py), if it is the one that start opens on:
         the tabs at rest (and each a saved chat, unless it is the only one), the one in view at its end with its
-        prompt focused; no dialog, notification, selection or hover over them, no tab bar scrolled; nothing
-        read from another process still to show."""
+        prompt focused; no dialog, notification, selection or hover over them, the terminal focused, the tab bar
+        not overflowing; nothing read from another process still to show."""
         tab, tabs = self.active_tab, self.tabs
         if self._start_context is None or tab is None or self._again:
             return
         if len(self.screen_stack) > 1 or self._notifications:
             return
-        if self.screen.selections or self.hover_over is not None or self.tabbed.query_one(Tabs).max_scroll_x:
+        if self.screen.selections or self.hover_over is not None or not self.app_focus:
+            return
+        if self.tabbed.query_one("#tabs-scroll").max_scroll_x:  # where a start scrolls the tab bar is its own
             return
         if len(tabs) > 1 and any(t.session_id is None for t in tabs):  # a new chat's tab is not saved
             return

@@ -215,7 +215,7 @@ class ChatTab(TabPane):
         # The prompt's cursor holds still while the reply streams: each blink is a frame of its own, and at
         # 200 tokens/s the blinking cost a sixth of the app's CPU.
         if self.is_mounted:
-            self._prompt.cursor_blink = not streaming
+            self._prompt.hold_cursor(streaming)
         self.post_message(self.StateChanged(self))
 
     def watch_unread(self) -> None:
@@ -487,7 +487,7 @@ class ChatTab(TabPane):
         are kept with it), the cursor is on (Textual's first frame draws it)."""
         self.stats = TurnStats(prompt_tokens=self.stats.prompt_tokens, completion_tokens=self.stats.completion_tokens)
         self.refresh_status()
-        self._prompt.cursor_blink = False
+        self._prompt.hold_cursor(True)
 
     @work(group="catch-up", exclusive=True, exit_on_error=False)
     async def catch_up(self) -> None:

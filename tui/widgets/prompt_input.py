@@ -62,6 +62,14 @@ class PromptInput(TextArea):
             return [Strip.blank(crop.width)] * crop.height
         return super().render_lines(crop)
 
+    def hold_cursor(self, held: bool) -> None:
+        """Stop the cursor blinking, drawn (each blink is a frame), or let it blink again. TextArea keys its cached
+        lines by the cursor only while it blinks visible: the cursor's line, cached in a blink's off phase, came
+        back without the cursor once the blink stopped. (`_line_cache` is private; Textual is pinned.)"""
+        self.cursor_blink = not held
+        self._line_cache.clear()
+        self.refresh()
+
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
             event.stop()
