@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from textual.widgets._tabs import Underline
 from core.config import Settings
 from core.models import Role
 from core.store import Store
-from tests.helpers import app_in_terminal, drain, query
+from tests.helpers import app_running_in_terminal, query
 from tests.test_app import SIZE, recorded_updates, send, send_and_wait, started, until
 from tui.app import ChatApp
 from tui.picture import PICTURE_STATE, PROBE, picture_key, rows_of, stored_picture
@@ -230,32 +230,17 @@ def test_the_next_start_of_the_real_app_draws_the_chat_before_textual_starts(tmp
     db = tmp_path / "demo.sqlite3"
     prompt = "Show me a table [[tokens=60]]"
 
-    def run(keys: list[bytes], until_done: Any) -> str:
-        process, controller, tty = app_in_terminal(tmp_path, db, size=(100, 30))
-        seen = bytearray()
-        reader = threading.Thread(target=drain, args=(controller, seen), daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 30
-            while "\x1b[?1000h" not in seen.decode(errors="replace"):  # Textual is up
-                assert process.poll() is None and time.monotonic() < deadline, bytes(seen)
-                time.sleep(0.01)
+    def run(keys: list[bytes], until_done: Callable[[], object]) -> str:
+        with app_running_in_terminal(tmp_path, db, size=(100, 30)) as app:
+            app.wait_until(lambda: "\x1b[?1000h" in app.output)  # Textual is up
             time.sleep(0.5)
             for key in keys:
-                os.write(controller, key)
+                os.write(app.controller, key)
                 time.sleep(0.1)
-            while not until_done():
-                assert process.poll() is None and time.monotonic() < deadline, bytes(seen)
-                time.sleep(0.05)
-            os.write(controller, b"\x11")  # ctrl+q
-            assert process.wait(15) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-            os.close(tty)
-            reader.join(5)
-            os.close(controller)
-        return seen.decode(errors="replace")
+            app.wait_until(until_done)
+            os.write(app.controller, b"\x11")  # ctrl+q
+            assert app.process.wait(15) == 0
+        return app.output
 
     def replied() -> bool:
         done = query(db, "SELECT updated_at FROM messages WHERE role = 'assistant' AND status = 'complete'")

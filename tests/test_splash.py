@@ -11,7 +11,6 @@ import re
 import sqlite3
 import struct
 import termios
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -24,7 +23,7 @@ from rich.console import COLOR_SYSTEMS
 from rich.segment import Segment
 
 from core.config import Settings, load_settings
-from tests.helpers import app_in_terminal, drain, query, screen_text
+from tests.helpers import app_running_in_terminal, query, screen_text
 from tui.app import ChatApp
 from tui.splash import (
     COLOURS_STATE,
@@ -237,32 +236,17 @@ def test_the_real_app_keeps_keys_typed_on_the_splash_and_restores_the_terminal(t
     """`chat-tui --demo` in a pseudo-terminal: the splash comes first, Textual does not clear it (one switch to the
     alternate screen), keys typed on it reach the prompt, and at exit the terminal's modes are as before."""
     db = tmp_path / "demo.sqlite3"
-    process, controller, tty = app_in_terminal(tmp_path, db)
     modes = _fresh_terminal_modes()  # the app may have changed its terminal's already
-    seen = bytearray()
-    reader = threading.Thread(target=drain, args=(controller, seen), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 30
-        while "chat-tui" not in ANSI.sub("", seen.decode(errors="replace")):
-            assert process.poll() is None and time.monotonic() < deadline, bytes(seen)
-            time.sleep(0.005)
-        os.write(controller, b"typed on the splash")
+    with app_running_in_terminal(tmp_path, db) as app:
+        app.wait_until(lambda: "chat-tui" in ANSI.sub("", app.output))
+        os.write(app.controller, b"typed on the splash")
         # The app has saved its colours once its first frame is up; then quit, which keeps the prompt's text.
-        while not (db.exists() and _kept(db, COLOURS_STATE)):
-            assert process.poll() is None and time.monotonic() < deadline, bytes(seen)
-            time.sleep(0.05)
-        os.write(controller, b"\x11")  # ctrl+q
-        assert process.wait(15) == 0
-        modes_after = termios.tcgetattr(tty)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(tty)
-        reader.join(5)
-        os.close(controller)
+        app.wait_until(lambda: db.exists() and _kept(db, COLOURS_STATE))
+        os.write(app.controller, b"\x11")  # ctrl+q
+        assert app.process.wait(15) == 0
+        modes_after = termios.tcgetattr(app.terminal)
     assert _kept(db, "draft:new") == ['"typed on the splash"']
-    output = seen.decode(errors="replace")
+    output = app.output
     assert output.startswith(ENTER)
     assert output.count("\x1b[?1049h") == 1
     assert "\x1b[?1049l" in output

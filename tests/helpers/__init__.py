@@ -13,8 +13,11 @@ import struct
 import subprocess
 import sys
 import termios
-from contextlib import closing
-from dataclasses import replace
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,44 @@ def app_in_terminal(
         start_new_session=True,
     )
     return process, controller, terminal
+
+
+@dataclass
+class TerminalApp:
+    """`app_in_terminal` running, its output read into ``seen`` by a thread."""
+
+    process: subprocess.Popen[bytes]
+    controller: int
+    terminal: int
+    seen: bytearray
+
+    @property
+    def output(self) -> str:
+        return self.seen.decode(errors="replace")
+
+    def wait_until(self, condition: Callable[[], object], timeout: float = 30) -> None:
+        """Until ``condition()`` holds; fails if the app exits first or it takes over ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None and time.monotonic() < deadline, bytes(self.seen)
+            time.sleep(0.01)
+
+
+@contextmanager
+def app_running_in_terminal(tmp_path: Path, db: Path, size: tuple[int, int] = (80, 24)) -> Iterator[TerminalApp]:
+    """`app_in_terminal` with its output read meanwhile; at the end, killed if still running, the terminal closed."""
+    process, controller, terminal = app_in_terminal(tmp_path, db, size)
+    app = TerminalApp(process, controller, terminal, bytearray())
+    reader = threading.Thread(target=drain, args=(controller, app.seen), daemon=True)
+    reader.start()
+    try:
+        yield app
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(terminal)
+        reader.join(5)
+        os.close(controller)
 
 
 def drain(fd: int, into: bytearray | None = None) -> None:
