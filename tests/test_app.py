@@ -1664,6 +1664,24 @@ async def test_moving_before_home_reached_the_first_message_stops_it_there(
             assert texts[-1] in screen_text(app)
 
 
+@pytest.mark.parametrize("shorter", ["a prompt of three lines", "a smaller terminal"])
+async def test_the_end_stays_in_view_when_the_messages_get_shorter(settings: Settings, shorter: str) -> None:
+    """Textual keeps a view's offset when it gets shorter: the end of the chat went below it (and the picture
+    kept for the next start showed it so)."""
+    async with on_long_session(settings, 40) as (app, pilot, tab, view, texts):
+        await pilot.pause()
+        assert view.scroll_y == view.max_scroll_y > 0
+        last_row, height = screen_text(app).splitlines()[view.region.bottom - 1], view.region.height
+        if shorter == "a smaller terminal":
+            await pilot.resize_terminal(SIZE[0], SIZE[1] - 4)
+        else:
+            await press(pilot, *"one", "ctrl+j", *"two", "ctrl+j", *"three")
+        await until(pilot, lambda: view.region.height < height, "the messages shorter")
+        await pilot.pause()
+        assert view.scroll_y == view.max_scroll_y
+        assert screen_text(app).splitlines()[view.region.bottom - 1] == last_row
+
+
 async def test_a_page_asked_for_on_one_branch_is_dropped_if_another_branch_is_shown_meanwhile(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -394,7 +394,7 @@ class MessageList(ScrollView, can_focus=True):
     @property
     def following(self) -> bool:
         """The view is at the end and stays there as content grows."""
-        return self._follow
+        return self._follow and round(self.scroll_y) >= self.max_scroll_y
 
     def set_entries(self, entries: Sequence[ChatEntry], *, has_earlier: bool = False) -> None:
         """Replace every message (a session opened, a branch switched) and show the conversation's end."""
@@ -882,6 +882,9 @@ class MessageList(ScrollView, can_focus=True):
                 # 160x48). Textual's private flags (textual is pinned; a test in test_app.py checks the request).
                 self._repaint_required = False
                 self._repaint_regions.clear()
+        elif self._follow and size.height and round(self.scroll_y) != self.max_scroll_y:
+            # Shorter (a prompt of more lines, a smaller terminal): Textual keeps the offset, which hid the end.
+            self._set_scroll_y(self.max_scroll_y)
         self._off_screen = False
         return changed
 
