@@ -1308,6 +1308,22 @@ async def test_a_missing_key_shows_a_banner_and_sending_saves_nothing(tmp_path: 
         assert db_rows(tmp_path / "h.db", "SELECT count(*) FROM sessions") == [(0,)]
 
 
+@pytest.mark.parametrize("where", ["here", "in another window"])
+async def test_choosing_a_profile_without_a_key_says_so_at_once(settings: Settings, where: str) -> None:
+    """Not at the next send only: a restart shows the banner at once, and the picture kept for it did not."""
+    async with one_turn(settings) as (app, pilot, tab, _reply):
+        assert tab.session is not None and app.engine is not None and not tab.has_class("-banner")
+        for profile, banner in (("default", True), ("demo", False)):
+            if where == "here":
+                app._session_changed(await app.engine.store.update_session(tab.session.id, profile=profile))
+            else:
+                async with ChatEngine.open(settings) as other:
+                    await other.store.update_session(tab.session.id, profile=profile)
+            await until(pilot, lambda banner=banner: tab.has_class("-banner") == banner, f"the banner for {profile}")
+            await pilot.pause()
+            assert ("OPENAI_API_KEY" in screen_text(app)) == banner
+
+
 async def test_an_unreachable_server_shows_an_error_in_plain_words(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     settings = load_settings(db=tmp_path / "h.db", demo=True, config=tmp_path / "none.toml", environ={})

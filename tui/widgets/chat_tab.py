@@ -138,6 +138,8 @@ class ChatTab(TabPane):
         self._draft = ""
         """The unsent text saved for this chat, as last read or written."""
         self._keep_draft = True
+        self._no_key = False
+        """The banner says the chat's profile has no API key."""
         self._asked_beside: str | None = None
         """A prompt refused while another process streams into this chat: sent beside that turn if sent again."""
         self._loaded = False
@@ -169,10 +171,7 @@ class ChatTab(TabPane):
             self._set_empty(True)
         self._loaded = True
         await self._restore_draft()
-        try:
-            (await self._profile()).resolve_key(self.engine.settings.environ)
-        except ChatError as error:
-            self.show_banner(str(error))
+        self._check_key()
         self.refresh_status()
 
     def on_unmount(self) -> None:
@@ -202,6 +201,26 @@ class ChatTab(TabPane):
     def discard_draft(self) -> None:
         """Save nothing when the tab goes (its session was deleted)."""
         self._keep_draft = False
+
+    def _shown_profile(self) -> Profile:
+        """The profile of the chat as last read (a profile gone from the configuration: the default one)."""
+        settings = self.engine.settings
+        return settings.profile(
+            self.session.profile if self.session and self.session.profile in settings.profiles else None
+        )
+
+    def _check_key(self) -> None:
+        """Say at once, not at the next send, that the chat's profile has no API key (and what to do); take it back
+        when another profile is chosen (here or in another window)."""
+        try:
+            self._shown_profile().resolve_key(self.engine.settings.environ)
+        except ChatError as error:
+            self.show_banner(str(error))
+            self._no_key = True
+            return
+        if self._no_key:
+            self.show_banner("")
+        self._no_key = False
 
     async def _profile(self) -> Profile:
         if self.session is None:
@@ -567,6 +586,7 @@ class ChatTab(TabPane):
         if fresh != session:
             self.session = fresh
             self.title = fresh.display_title
+            self._check_key()
         changed, ended, added = False, None, []
         ids = [entry.message.id for entry in entries]
         first_new = ids.index(leaf_id) + 1 if leaf_id in ids else 0
@@ -755,9 +775,7 @@ class ChatTab(TabPane):
     def refresh_status(self) -> None:
         if not self.is_mounted or not self.display:  # a hidden tab is brought up to date when shown
             return
-        settings = self.engine.settings
-        name = self.session.profile if self.session and self.session.profile in settings.profiles else None
-        profile = settings.profile(name)
+        profile = self._shown_profile()
         model = self.session.model if self.session and self.session.model else profile.model
         parts = [f"{profile.name} · {model}"]
         parts.append(self.stats.describe())
@@ -776,4 +794,5 @@ class ChatTab(TabPane):
         """Session data changed elsewhere (rename, model, system prompt)."""
         self.session = session
         self.title = session.display_title
+        self._check_key()
         self.refresh_status()
