@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,32 @@ async def test_no_picture_is_kept_unless_the_screen_is_the_one_a_start_opens_on(
         await started(pilot)
         app.app_focus = False  # the terminal window lost the focus (a SIGTERM then)
         app._terminate()
+    assert kept(settings.db_path) is None
+
+
+@pytest.mark.parametrize("what", ["another process wrote", "a warning at the start"])
+async def test_no_picture_is_kept_by_a_run_unsure_of_the_next_start(settings: Settings, what: str) -> None:
+    """Another process's commit may change what a start shows beyond what this window reads again (drafts,
+    versions, the theme), and its catch-up comes after the look; a toast of the start comes again."""
+    if what == "a warning at the start":
+        settings = replace(settings, theme="no such theme")
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = await send_and_wait(pilot, "A first question")
+        if what == "another process wrote":
+            store = await Store.open(settings.db_path)
+            try:  # the next start shows it in the prompt; this window does not read it again
+                await store.set_draft(tab.session_id, "typed in another window")
+            finally:
+                await store.close()
+            await app._catch_up_with_others()
+            await pilot.pause(0.2)  # the catch-up it started: under way, or over
+            await until(pilot, lambda: not tab.catching_up, "the catch-up over")
+        else:
+            await until(pilot, lambda: len(app._notifications) == 1, "the warning")
+            app.clear_notifications()  # gone by the quit
+        await pilot.press("ctrl+q")
     assert kept(settings.db_path) is None
 
 

@@ -108,8 +108,11 @@ class ChatApp(App[None]):
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
         self._start_context = start_context
         """What this start's screen was made from besides the database (tui/picture.py), when it had a splash."""
-        self._picture: list[Row] | None = None
-        """The screen as the next start will open on it, taken at a quit, kept as the app closes."""
+        self._picture: tuple[list[Row], int] | None = None
+        """The screen (rows, width) as the next start will open on it, taken at a quit, kept as the app closes."""
+        self._unsure_of_start = False
+        """This run cannot tell the next start's screen: another process committed (drafts, versions, the theme
+        are read once; a look and its catch-up are apart), or the start said something (a toast) it says again."""
         self._again: set[ChatTab] = set()
         """Tabs to catch up at the next look: they were still reading one when another process wrote."""
         self._marks: dict[int, tuple[str | None, int | None]] = {}
@@ -185,7 +188,7 @@ class ChatApp(App[None]):
 
     async def on_unmount(self) -> None:
         if self._picture is not None and self.engine is not None:
-            await self._keep_picture(self.engine, self._picture)
+            await self._keep_picture(self.engine, *self._picture)
         await self._exit_stack.aclose()
 
     async def _catch_up_with_others(self) -> None:
@@ -202,6 +205,7 @@ class ChatApp(App[None]):
         try:
             changed = await store.changed_elsewhere()
             if changed:
+                self._unsure_of_start = True
                 open_ids = {tab.session_id for tab in tabs if tab.session_id is not None}
                 marks = await store.session_marks(open_ids)
                 moved = open_ids - marks.keys()  # deleted
@@ -358,6 +362,7 @@ class ChatApp(App[None]):
         the pick: the latest choice wins. An unknown name is reported, not fatal."""
         configured = self.settings.theme
         if configured not in self.available_themes:
+            self._unsure_of_start = True
             self.notify(
                 f"There is no theme {configured!r}: choose one with ctrl+p, Theme.",
                 title="Unknown theme",
@@ -398,6 +403,7 @@ class ChatApp(App[None]):
             for binding_id, key, what in prompt_clashes(self.settings.keys)
         ]
         if problems:
+            self._unsure_of_start = True
             self.notify(
                 "config.toml [keys]: " + "; ".join(problems),
                 title="Key not remapped",
@@ -449,9 +455,9 @@ class ChatApp(App[None]):
         """Picture the screen for the next start's splash (tui/picture.py), if it is the one that start opens on:
         the tabs at rest (and each a saved chat, unless it is the only one), the one in view at its end with its
         prompt focused; no dialog, notification, selection or hover over them, the terminal focused, the tab bar
-        not overflowing; nothing read from another process still to show."""
+        not overflowing; no other process's commit seen, no warning at the start."""
         tab, tabs = self.active_tab, self.tabs
-        if self._start_context is None or tab is None or self._again:
+        if self._start_context is None or tab is None or self._unsure_of_start:
             return
         if len(self.screen_stack) > 1 or self._notifications:
             return
@@ -464,12 +470,13 @@ class ChatApp(App[None]):
         if not (tab.opens_as_shown() and all(t.at_rest for t in tabs)):
             return
         tab.show_as_at_start()
-        self._picture = rows_of(self.screen._compositor.render_strips(), self.console.color_system or "truecolor")
+        rows = rows_of(self.screen._compositor.render_strips(), self.console.color_system or "truecolor")
+        self._picture = rows, self.size.width
 
-    async def _keep_picture(self, engine: ChatEngine, rows: list[Row]) -> None:
+    async def _keep_picture(self, engine: ChatEngine, rows: list[Row], width: int) -> None:
         """After the last writes (a draft, the open tabs), unless another process wrote since the last look."""
         await engine.settled()
-        context, width = self._start_context or "", self.size.width
+        context = self._start_context or ""
         with contextlib.suppress(ChatError):
             await engine.store.set_state_if_unchanged(
                 PICTURE_STATE, lambda probe: picture_value(context, rows, width, probe), PROBE

@@ -13,11 +13,13 @@ Nothing here imports Textual at import time: the splash reads pictures before Te
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import sqlite3
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,14 +54,16 @@ streaming (second column) is a state no picture is kept for: its end would chang
 
 Row = list[tuple[str, str]]
 """A screen row: (SGR parameters, text) spans from its left edge."""
+_OURS = re.compile(r"(chat_tui|textual|rich)-", re.IGNORECASE)
 _SGR = re.compile(r"[0-9;]{0,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """A picture is read from the user's file: only text and colours from it reach the terminal, never a sequence."""
 
 
 def start_context(settings: Settings, colour_system: str) -> str:
-    """What the screen is made from besides the database: the settings (profiles, keys, theme, demo), whether each
-    profile's API key is set (a missing one shows a banner), the configuration file's version, the colours."""
+    """What the screen is made from besides the database: the installed versions, the settings (profiles, keys,
+    theme, demo), whether each profile's API key is set (a missing one shows a banner), the configuration file's
+    version, the colours."""
     try:
         stat = settings.config_path.stat()
         config: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
@@ -68,7 +72,17 @@ def start_context(settings: Settings, colour_system: str) -> str:
     keys_set = sorted(
         p.name for p in settings.profiles.values() if p.api_key_env and settings.environ.get(p.api_key_env)
     )
-    return repr((FORMAT, repr(settings), keys_set, config, colour_system, "NO_COLOR" in os.environ))
+    return repr((FORMAT, _installed(), repr(settings), keys_set, config, colour_system, "NO_COLOR" in os.environ))
+
+
+def _installed() -> list[str]:
+    """chat-tui's, Textual's and Rich's versions, as their dist-info folders are named (an upgrade may change the
+    look): a listing of each folder on the path, no import (~1 ms)."""
+    found = []
+    for folder in sys.path:
+        with contextlib.suppress(OSError):
+            found += [name for name in os.listdir(folder or ".") if name.endswith(".dist-info") and _OURS.match(name)]
+    return sorted(found)
 
 
 def picture_key(context: str, width: int, height: int, probe: Iterable[Any]) -> str:
