@@ -355,15 +355,19 @@ class Store:
         rows = await self._fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def changed_elsewhere(self) -> bool:
-        """Whether another process (the CLI, a second window, a LangChain app) committed to the database since the
-        last call; the first call says True. Reads no table: SQLite counts the commits other connections make, and
-        this store's writer connection is asked, so that its own commits do not count (the reader makes none)."""
+    async def data_version(self) -> int:
+        """A number that differs from an earlier one once another process (the CLI, a second window, a LangChain
+        app) committed to the database. Reads no table: SQLite counts the commits other connections make, and this
+        store's writer connection is asked, so that its own commits do not count (the reader makes none)."""
         try:
             rows = await self._writer.execute_fetchall("PRAGMA data_version")
         except sqlite3.Error as exc:
             raise _translate(exc, self.file) from exc
-        version = next(iter(rows))[0]
+        return int(next(iter(rows))[0])
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process committed to the database since the last call; the first call says True."""
+        version = await self.data_version()
         changed, self._data_version = version != self._data_version, version
         return changed
 
@@ -693,16 +697,18 @@ class Store:
         async with self._transaction() as db:
             await db.execute(_SET_STATE, (key, json.dumps(value)))
 
-    async def set_state_if_unchanged(self, key: str, make: Callable[[tuple[Any, ...]], Any], probe: str) -> bool:
-        """Set ``key`` to ``make(row)``, ``row`` being what the query ``probe`` reads, all in one write transaction,
-        unless another process committed since `changed_elsewhere` last looked or ``make`` gives None. For a state
-        derived from what this process last read (the app's picture of its screen): a commit of another process
-        may have changed what it shows. Says whether it was set."""
+    async def set_state_unless_changed_since(
+        self, key: str, make: Callable[[tuple[Any, ...]], Any], probe: str, *, since: int
+    ) -> bool:
+        """Set ``key`` to ``make(row)``, ``row`` being the first row the query ``probe`` reads, all in one write
+        transaction; unless another process committed since `data_version` said ``since``, or ``make`` gives
+        None. For a state derived from what this process read meanwhile (the app's picture of its screen): another
+        process's commit may have changed what that shows. Says whether it was set."""
         async with self._transaction() as db:
-            if await self.changed_elsewhere():
+            if await self.data_version() != since:
                 return False
-            row = next(iter(await db.execute_fetchall(probe)))
-            value = make(tuple(row))
+            rows = list(await db.execute_fetchall(probe))
+            value = make(tuple(rows[0])) if rows else None
             if value is None:
                 return False
             await db.execute(_SET_STATE, (key, json.dumps(value)))

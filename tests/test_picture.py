@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
-import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
@@ -16,15 +16,18 @@ from typing import Any
 import pytest
 from textual._compositor import LayoutUpdate
 from textual.strip import Strip
+from textual.widgets import Tabs
 from textual.widgets._tabs import Underline
+from textual.worker import Worker, WorkerState
 
 from core.config import Settings
 from core.models import Role
 from core.store import Store
 from tests.helpers import app_running_in_terminal, query
-from tests.test_app import SIZE, recorded_updates, send, send_and_wait, started, until
+from tests.test_app import SIZE, press, recorded_updates, send, send_and_wait, started, until
 from tui.app import ChatApp
 from tui.picture import PICTURE_STATE, PROBE, picture_key, rows_of, stored_picture
+from tui.widgets.message_list import MessageList
 from tui.widgets.prompt_input import PromptInput
 
 CONTEXT = "the settings of these tests"
@@ -34,6 +37,11 @@ PROMPT = "Show me some code [[tokens=150]]"
 def kept(db: Path) -> dict[str, Any] | None:
     rows = query(db, "SELECT value FROM app_state WHERE key = ?", (PICTURE_STATE,))
     return json.loads(rows[0][0]) if rows else None
+
+
+def catch_ups(app: ChatApp) -> list[Worker[Any]]:
+    """The tabs' reads of what other processes wrote, queued or under way."""
+    return [w for w in app.workers if w.group == "catch-up" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)]
 
 
 def screen_rows(app: ChatApp) -> list[Any]:
@@ -52,6 +60,21 @@ async def quit_at_rest(settings: Settings) -> None:
         await pilot.press("ctrl+q")
 
 
+async def next_start(settings: Settings, draft: str = "") -> list[Any]:
+    """The screen the next start settles on (the cursor drawn, as in Textual's first frame)."""
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        tab = app.active_tab
+        assert tab is not None
+        await until(pilot, lambda: tab.query_one(PromptInput).text == draft, "the draft back")
+        tab.query_one(PromptInput).cursor_blink = False
+        underline = app.query_one(Underline)
+        await until(pilot, lambda: underline.highlight_end > 0, "the tab bar's underline in place")
+        await pilot.pause()
+        return screen_rows(app)
+
+
 async def test_a_quit_at_rest_keeps_the_screen_the_next_start_opens_on(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,15 +86,7 @@ async def test_a_quit_at_rest_keeps_the_screen_the_next_start_opens_on(
     # Textual slid the tab bar's underline in from the left edge at a start, away from where the picture has it.
     slides: list[Any] = []
     monkeypatch.setattr(Underline, "animate", lambda self, *args, **kwargs: slides.append(args))
-    app = ChatApp(settings, start_context=CONTEXT)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        tab = app.active_tab
-        assert tab is not None
-        await until(pilot, lambda: tab._prompt.text == "a draft", "the draft back")
-        tab.query_one(PromptInput).cursor_blink = False  # the cursor drawn, as in the first frame
-        await pilot.pause(0.1)  # the tab bar's underline in place
-        now = screen_rows(app)
+    now = await next_start(settings, draft="a draft")
     texts = ["".join(text for _, text in row) for row in picture["rows"]]
     assert any("a draft" in row for row in texts)
     assert any("Show me some code" in row for row in texts)
@@ -166,6 +181,15 @@ async def test_no_picture_is_kept_unless_the_screen_is_the_one_a_start_opens_on(
     app = ChatApp(settings, start_context=CONTEXT)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
+        view, prompt = app.query_one(MessageList), app.query_one(PromptInput)
+        await pilot.press("shift+tab", "up", "tab")  # a message selected, the focus back on the prompt
+        await until(pilot, lambda: view.selected_id is not None and prompt.has_focus, "a message selected")
+        await pilot.press("ctrl+q")
+    assert kept(settings.db_path) is None
+
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
         app.app_focus = False  # the terminal window lost the focus (a SIGTERM then)
         app._terminate()
     assert kept(settings.db_path) is None
@@ -188,11 +212,41 @@ async def test_no_picture_is_kept_by_a_run_unsure_of_the_next_start(settings: Se
             finally:
                 await store.close()
             await app._catch_up_with_others()
-            await pilot.pause(0.2)  # the catch-up it started: under way, or over
-            await until(pilot, lambda: not tab.catching_up, "the catch-up over")
+            await until(pilot, lambda: not catch_ups(app), "the catch-up over")
         else:
             await until(pilot, lambda: len(app._notifications) == 1, "the warning")
             app.clear_notifications()  # gone by the quit
+        await pilot.press("ctrl+q")
+    assert kept(settings.db_path) is None
+
+
+async def test_a_quit_as_the_tab_bar_s_underline_slides_pictures_it_in_place(settings: Settings) -> None:
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await send_and_wait(pilot, "A first question")
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: len(app.tabs) == 2, "a second tab")
+        await send_and_wait(pilot, "A second question")
+        await until(pilot, lambda: all(t.at_rest for t in app.tabs), "the tabs at rest")
+        await press(pilot, "alt+1", "ctrl+q")  # the underline still sliding to the first tab
+    picture = kept(settings.db_path)
+    assert picture is not None
+    assert picture["rows"] == await next_start(settings)
+
+
+async def test_no_picture_is_kept_when_a_closed_new_chat_comes_back(settings: Settings) -> None:
+
+    app = ChatApp(settings, start_context=CONTEXT)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await send_and_wait(pilot, "A first question")
+        await pilot.press("ctrl+t", *"a new chat's draft")
+        await until(pilot, lambda: len(app.tabs) == 2, "a new chat")
+        await app.action_close_tab()  # the palette's Close tab: its text is kept and brings the tab back
+        underline = app.query_one(Underline)
+        tab_bar = app.query_one(Tabs)
+        await until(pilot, lambda: underline.highlight_start == tab_bar.active_tab.region.x + 1, "the underline")
         await pilot.press("ctrl+q")
     assert kept(settings.db_path) is None
 
@@ -207,32 +261,41 @@ async def test_no_picture_is_kept_when_the_tab_bar_overflows(settings: Settings)
     app = ChatApp(settings, start_context=CONTEXT)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        await until(pilot, lambda: len(app.tabs) == 8, "the tabs restored")
-        await pilot.pause(0.1)
+        await until(pilot, lambda: app.query_one("#tabs-scroll").max_scroll_x > 0, "the tab bar overflowing")
         await pilot.press("ctrl+q")
     assert kept(settings.db_path) is None
 
 
-async def test_no_picture_is_kept_when_another_process_wrote_since_the_last_look(tmp_path: Path) -> None:
+async def test_a_state_derived_from_reads_is_not_set_once_another_process_committed(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "p.db")
     try:
-        await store.changed_elsewhere()
-        assert await store.set_state_if_unchanged("k", lambda probe: list(probe), "SELECT 1")
+        since = await store.data_version()
+        assert await store.set_state_unless_changed_since("k", lambda probe: list(probe), "SELECT 1", since=since)
+        assert await store.data_version() == since  # its own commits do not count
         with closing(sqlite3.connect(tmp_path / "p.db")) as other, other:
             other.execute("INSERT INTO app_state VALUES ('elsewhere', '1')")
-        assert not await store.set_state_if_unchanged("k", lambda probe: ["later"], "SELECT 1")
+        assert not await store.set_state_unless_changed_since("k", lambda probe: ["later"], "SELECT 1", since=since)
         assert await store.get_state("k") == [1]
-        assert await store.set_state_if_unchanged("k", lambda probe: ["later"], "SELECT 1")  # looked since
+        assert await store.changed_elsewhere()  # a look after it still sees that commit
+        assert not await store.set_state_unless_changed_since("k", lambda probe: None, "SELECT 1", since=since + 1)
     finally:
         await store.close()
 
 
 @pytest.mark.parametrize(
-    ("sgr", "text", "drawn"),
-    [("1;38;5;214", "plain text", True), ("1;38;5;214", "\x1b[2Jcleared", False), ("0m\x1b[2J", "x", False)],
+    ("rows", "height", "drawn"),
+    [
+        ([[["1;38;5;214", "plain text"]]], 1, "\x1b[1;1H\x1b[0;1;38;5;214mplain text\x1b[0m"),
+        ([[["1;38;5;214", "\x1b[2Jcleared"]]], 1, None),
+        ([[["1;38;5;214", "\x9b2J"]]], 1, None),  # a C1 control sequence introducer
+        ([[["0m\x1b[2J", "x"]]], 1, None),
+        ([[["1", 7]]], 1, None),
+        ([[["1", "a", "b"]]], 1, None),
+        ([[["1", "one row"]]], 2, None),  # for a screen of two
+    ],
 )
 def test_only_text_and_colours_of_a_picture_reach_the_terminal(
-    tmp_path: Path, sgr: str, text: str, drawn: bool
+    tmp_path: Path, rows: list[Any], height: int, drawn: str | None
 ) -> None:
     db = tmp_path / "p.db"
     with closing(sqlite3.connect(db)) as connection, connection:
@@ -243,12 +306,9 @@ def test_only_text_and_colours_of_a_picture_reach_the_terminal(
             "CREATE TABLE app_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         )
         probe = connection.execute(PROBE).fetchone()
-        value = {"key": picture_key(CONTEXT, 10, 1, probe), "rows": [[[sgr, text]]]}
+        value = {"key": picture_key(CONTEXT, 10, height, probe), "rows": rows}
         connection.execute("INSERT INTO app_state VALUES (?, ?)", (PICTURE_STATE, json.dumps(value)))
-    picture = stored_picture(db, CONTEXT, 10, 1)
-    assert (picture is not None) == drawn
-    if drawn:
-        assert picture == f"\x1b[1;1H\x1b[0;{sgr}m{text}\x1b[0m"
+    assert stored_picture(db, CONTEXT, 10, height) == drawn
 
 
 def test_the_next_start_of_the_real_app_draws_the_chat_before_textual_starts(tmp_path: Path) -> None:
@@ -257,26 +317,24 @@ def test_the_next_start_of_the_real_app_draws_the_chat_before_textual_starts(tmp
     db = tmp_path / "demo.sqlite3"
     prompt = "Show me a table [[tokens=60]]"
 
-    def run(keys: list[bytes], until_done: Callable[[], object]) -> str:
+    def run(typed: bytes, until_done: Callable[[str], object]) -> str:
         with app_running_in_terminal(tmp_path, db, size=(100, 30)) as app:
             app.wait_until(lambda: "\x1b[?1000h" in app.output)  # Textual is up
-            time.sleep(0.5)
-            for key in keys:
-                os.write(app.controller, key)
-                time.sleep(0.1)
-            app.wait_until(until_done)
+            os.write(app.controller, typed)
+            app.wait_until(lambda: until_done(app.output))
             os.write(app.controller, b"\x11")  # ctrl+q
             assert app.process.wait(15) == 0
         return app.output
 
-    def replied() -> bool:
-        done = query(db, "SELECT updated_at FROM messages WHERE role = 'assistant' AND status = 'complete'")
-        if done:
-            time.sleep(1.0)  # shown, and the tab at rest
-        return bool(done)
+    def ended(output: str) -> bool:
+        """The status line of the reply ended (its figures, no "streaming…" after them), and the tab's label
+        without its streaming mark after that."""
+        status = re.search(r"↓60 tokens · first token [0-9.]+ s · [0-9]+ tok/s\x1b", output)
+        label = output.rfind("Show me a table [[tok…")
+        return status is not None and output[label - 2 : label] != "⋯ "
 
-    run([prompt.encode(), b"\r"], replied)
+    run(prompt.encode() + b"\r", ended)
     assert kept(db) is not None
-    output = run([], lambda: True)
+    output = run(b"", lambda output: True)
     splash = output.split("\x1b[?1000h")[0]
     assert "Show me a table" in splash

@@ -8,7 +8,7 @@ import itertools
 import os
 import signal
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,17 @@ OTHERS_INTERVAL = 1.0
 """Seconds between two looks at whether another process wrote to the database."""
 THEME_STATE = "theme"
 MAX_LABEL = 22
+
+
+@dataclass(frozen=True)
+class _Picture:
+    """The screen taken at a quit for the next start's splash (tui/picture.py)."""
+
+    context: str
+    rows: list[Row]
+    width: int
+    new_chat: bool
+    """The tab in view is a new chat (its text comes back as the saved draft of no chat)."""
 
 
 class MainScreen(Screen[None]):
@@ -108,8 +119,10 @@ class ChatApp(App[None]):
         """What the next start's splash will draw (tui/splash.py), as kept in the database."""
         self._start_context = start_context
         """What this start's screen was made from besides the database (tui/picture.py), when it had a splash."""
-        self._picture: tuple[list[Row], int] | None = None
-        """The screen (rows, width) as the next start will open on it, taken at a quit, kept as the app closes."""
+        self._picture: _Picture | None = None
+        """The screen as the next start will open on it, taken at a quit, kept as the app closes."""
+        self._version_at_start = 0
+        """The database's `data_version` as the app began reading it."""
         self._unsure_of_start = False
         """This run cannot tell the next start's screen: another process committed (drafts, versions, the theme
         are read once; a look and its catch-up are apart), or the start said something (a toast) it says again."""
@@ -143,6 +156,7 @@ class ChatApp(App[None]):
             self.exit(return_code=1, message=f"chat-tui: {error}")
             return
         store = self.engine.store
+        self._version_at_start = await store.data_version()  # no picture if another process commits from now on
         await store.changed_elsewhere()  # from now on: the chats are read below
         saved = await store.get_state(THEME_STATE)
         self.theme = self._theme_to_use(saved)
@@ -155,7 +169,7 @@ class ChatApp(App[None]):
         # screen ~70 ms later. Textual slides the tab bar's underline to a tab as it is added: at a start, from
         # the left edge to the tab, for 0.3 s, under a splash that had drawn it in place. It is put in place.
         animation_level, self.animation_level = self.animation_level, "none"
-        self.call_after_refresh(self._underline_in_place, animation_level)
+        self.call_after_refresh(self._animate_again, animation_level)
         state = await store.get_state(OPEN_TABS_STATE, {}) or {}
         for session_id in state.get("sessions", []):
             with contextlib.suppress(ChatError):
@@ -176,20 +190,32 @@ class ChatApp(App[None]):
         self.call_after_refresh(self._check_keymap)
         self.set_interval(OTHERS_INTERVAL, self._catch_up_with_others, name="others")
 
-    def _underline_in_place(self, animation_level: AnimationLevel) -> None:
+    def _animate_again(self, animation_level: AnimationLevel) -> None:
         self.animation_level = animation_level
-        # Once laid out (Textual's own move had no tab width to go by yet), and at once: Textual's takes a frame
-        # more.
-        tabs = self.tabbed.query_one(Tabs)
-        if (tab := tabs.active_tab) is not None:
-            underline = tabs.query_one(Underline)
-            span = tab.virtual_region.shrink(tab.styles.gutter).column_span
+        self._underline_in_place()
+
+    def _underline_span(self) -> tuple[Underline, tuple[int, int]] | None:
+        """The tab bar's underline, and where it goes: under the active tab as laid out. (Underline is private;
+        Textual is pinned.)"""
+        with contextlib.suppress(NoMatches):  # the app is leaving already
+            tabs = self.tabbed.query_one(Tabs)
+            if (tab := tabs.active_tab) is not None:
+                return tabs.query_one(Underline), tab.virtual_region.shrink(tab.styles.gutter).column_span
+        return None
+
+    def _underline_in_place(self) -> None:
+        # Once laid out, and at once: at a start, Textual's own move had no tab width to go by yet, and takes a
+        # frame more.
+        if (found := self._underline_span()) is not None:
+            underline, span = found
             underline.highlight_start, underline.highlight_end = span
 
     async def on_unmount(self) -> None:
-        if self._picture is not None and self.engine is not None:
-            await self._keep_picture(self.engine, *self._picture)
-        await self._exit_stack.aclose()
+        try:
+            if self._picture is not None and self.engine is not None:
+                await self._keep_picture(self.engine, self._picture)
+        finally:
+            await self._exit_stack.aclose()
 
     async def _catch_up_with_others(self) -> None:
         """The chats open show what another process (the CLI, a second window, a LangChain app) wrote to them: the
@@ -320,11 +346,15 @@ class ChatApp(App[None]):
     def _relabel(self, event: ChatTab.StateChanged) -> None:
         self._label(event.tab)
 
+    @staticmethod
+    def _label_of(tab: ChatTab) -> str:
+        mark = "⋯ " if tab.streaming or tab.shows_foreign_stream else "● " if tab.unread else ""
+        return mark + _cut_label(tab.title)
+
     def _label(self, tab: ChatTab) -> None:
         if not tab.is_mounted:
             return
-        title = _cut_label(tab.title)
-        label = ("⋯ " if tab.streaming or tab.shows_foreign_stream else "● " if tab.unread else "") + title
+        label = self._label_of(tab)
         with contextlib.suppress(Exception):  # the tab may be mid-removal
             content_tab = self.tabbed.get_tab(tab)
             if content_tab.label.plain != label:  # a new label costs a layout of the tab bar
@@ -455,31 +485,53 @@ class ChatApp(App[None]):
         """Picture the screen for the next start's splash (tui/picture.py), if it is the one that start opens on:
         the tabs at rest (and each a saved chat, unless it is the only one), the one in view at its end with its
         prompt focused; no dialog, notification, selection or hover over them, the terminal focused, the tab bar
-        not overflowing; no other process's commit seen, no warning at the start."""
-        tab, tabs = self.active_tab, self.tabs
-        if self._start_context is None or tab is None or self._unsure_of_start:
+        not overflowing; no other process's commit seen (checked again as it is kept), no warning at the start."""
+        tab, tabs, context = self.active_tab, self.tabs, self._start_context
+        if context is None or tab is None or self._unsure_of_start:
             return
-        if len(self.screen_stack) > 1 or self._notifications:
+        if len(self.screen_stack) > 1 or self._notifications:  # (private; Textual is pinned)
             return
         if self.screen.selections or self.hover_over is not None or not self.app_focus:
             return
-        if self.tabbed.query_one("#tabs-scroll").max_scroll_x:  # where a start scrolls the tab bar is its own
+        # Where a start scrolls an overflowing tab bar is its own. (Tabs' inner container; Textual is pinned.)
+        if self.tabbed.query_one("#tabs-scroll").max_scroll_x:
             return
         if len(tabs) > 1 and any(t.session_id is None for t in tabs):  # a new chat's tab is not saved
             return
-        if not (tab.opens_as_shown() and all(t.at_rest for t in tabs)):
+        if not (tab.opens_as_shown and all(t.at_rest for t in tabs) and self._settle_tab_bar()):
+            return
+        compositor = self.screen._compositor  # what Textual paints (private; Textual is pinned)
+        if compositor.size != self.size:  # resized, not laid out again yet
             return
         tab.show_as_at_start()
-        rows = rows_of(self.screen._compositor.render_strips(), self.console.color_system or "truecolor")
-        self._picture = rows, self.size.width
+        rows = rows_of(compositor.render_strips(), self.console.color_system or "")
+        self._picture = _Picture(context, rows, self.size.width, new_chat=tab.session_id is None)
 
-    async def _keep_picture(self, engine: ChatEngine, rows: list[Row], width: int) -> None:
-        """After the last writes (a draft, the open tabs), unless another process wrote since the last look."""
+    def _settle_tab_bar(self) -> bool:
+        """Put the underline under the active tab at once (it may be sliding there after a switch, a reply's start
+        or end), if each label reads as it should: not a change still on its way, as a reply ends."""
+        if any(self.tabbed.get_tab(t).label.plain != self._label_of(t) for t in self.tabs):
+            return False
+        if (found := self._underline_span()) is None:
+            return False
+        underline, span = found
+        for attribute in ("highlight_start", "highlight_end"):
+            self.animator.force_stop_animation(underline, attribute)
+        underline.highlight_start, underline.highlight_end = span
+        return True
+
+    async def _keep_picture(self, engine: ChatEngine, picture: _Picture) -> None:
+        """After the last writes (a draft, the open tabs), unless another process committed since the start."""
         await engine.settled()
-        context = self._start_context or ""
-        with contextlib.suppress(ChatError):
-            await engine.store.set_state_if_unchanged(
-                PICTURE_STATE, lambda probe: picture_value(context, rows, width, probe), PROBE
+        # A nicety: whatever goes wrong (the database locked, or closed under it by a hang-up), the quit goes on.
+        with contextlib.suppress(Exception):
+            if not picture.new_chat and await engine.store.get_draft(None):
+                return  # a new chat was closed with text in it: the next start brings its tab back
+            await engine.store.set_state_unless_changed_since(
+                PICTURE_STATE,
+                lambda probe: picture_value(picture.context, picture.rows, picture.width, probe),
+                PROBE,
+                since=self._version_at_start,
             )
 
     async def action_new_tab(self) -> None:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 PICTURE_STATE = "first_frame_picture"
 """The app-state key holding the picture and its key."""
+COLOURS_STATE = "first_frame_colours"
+"""The app-state key holding the colours of the splash without a picture (tui/splash.py)."""
 OPEN_TABS_STATE = "open_tabs"
 FORMAT = 1
 """Bumped when what a picture holds changes: an older one is then never drawn."""
@@ -39,14 +41,17 @@ PROBE = f"""
 SELECT
     (SELECT user_version FROM pragma_user_version),
     EXISTS (SELECT 1 FROM messages WHERE status = 'streaming'),
-    (SELECT json_group_object(name, seq) FROM sqlite_sequence),
-    (SELECT json_group_object(key, value) FROM app_state WHERE key NOT IN ('{PICTURE_STATE}', 'first_frame_colours')),
-    (SELECT json_group_array(json_array(
-        s.id, s.title, s.profile, s.model, s.system_prompt, s.archived, s.updated_at,
-        (SELECT count(*) FROM messages AS m WHERE m.session_id = s.id),
-        (SELECT max(m.id) FROM messages AS m WHERE m.session_id = s.id)))
-     FROM json_each((SELECT value FROM app_state WHERE key = '{OPEN_TABS_STATE}'), '$.sessions') AS tab
-     JOIN sessions AS s ON s.id = tab.value)
+    (SELECT json_group_object(name, seq) FROM (SELECT name, seq FROM sqlite_sequence ORDER BY name)),
+    (SELECT json_group_object(key, value) FROM (
+        SELECT key, value FROM app_state WHERE key NOT IN ('{PICTURE_STATE}', '{COLOURS_STATE}') ORDER BY key)),
+    (SELECT json_group_array(chat) FROM (
+        SELECT json_array(
+            s.id, s.title, s.profile, s.model, s.system_prompt, s.archived, s.updated_at,
+            (SELECT count(*) FROM messages AS m WHERE m.session_id = s.id),
+            (SELECT max(m.id) FROM messages AS m WHERE m.session_id = s.id)) AS chat
+        FROM json_each((SELECT value FROM app_state WHERE key = '{OPEN_TABS_STATE}'), '$.sessions') AS tab
+        JOIN sessions AS s ON s.id = tab.value
+        ORDER BY tab.key))
 """
 """One row of what the screen at a start is made from in the database. Ids are never reused (AUTOINCREMENT), so the
 sequences change with any message or chat added anywhere; a deletion changes an open chat's row or count. A reply
@@ -54,7 +59,7 @@ streaming (second column) is a state no picture is kept for: its end would chang
 
 Row = list[tuple[str, str]]
 """A screen row: (SGR parameters, text) spans from its left edge."""
-_OURS = re.compile(r"(chat_tui|textual|rich)-", re.IGNORECASE)
+_OURS = re.compile(r"(chat_tui|textual|rich|markdown_it_py|pygments)-", re.IGNORECASE)
 _SGR = re.compile(r"[0-9;]{0,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """A picture is read from the user's file: only text and colours from it reach the terminal, never a sequence."""
@@ -76,8 +81,9 @@ def start_context(settings: Settings, colour_system: str) -> str:
 
 
 def _installed() -> list[str]:
-    """chat-tui's, Textual's and Rich's versions, as their dist-info folders are named (an upgrade may change the
-    look): a listing of each folder on the path, no import (~1 ms)."""
+    """The versions of chat-tui and of what draws it (Textual, Rich, markdown-it, Pygments), as their dist-info
+    folders are named (an upgrade may change the look): a listing of each folder on the path, no import (~1 ms).
+    An editable install keeps its version through edits: a change of what a picture holds bumps FORMAT."""
     found = []
     for folder in sys.path:
         with contextlib.suppress(OSError):

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tui.picture import stored_picture
+from tui.picture import COLOURS_STATE, stored_picture
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 APP_TITLE = "chat-tui"
 HEADER_ICON = "◆"
 DEMO_SUB_TITLE = "demo"
-COLOURS_STATE = "first_frame_colours"
-"""The app-state key holding the colours below, as the app last rendered them."""
 
 Colours = dict[str, str]
 """SGR parameters per part of the frame: "screen" and "footer" (backgrounds), "header" (fore- and background),

@@ -134,6 +134,7 @@ def app_running_in_terminal(tmp_path: Path, db: Path, size: tuple[int, int] = (8
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
         os.close(terminal)
         reader.join(5)
         os.close(controller)

@@ -488,14 +488,17 @@ class ChatTab(TabPane):
             not self.has_class("-banner")
         )
 
+    @property
     def opens_as_shown(self) -> bool:
-        """In view now, the tab looks as the next start will show it: at rest, its chat at the end, its prompt
-        focused with the cursor after the text (a draft comes back so; one of blanks does not come back)."""
-        prompt = self._prompt
+        """In view now, the tab looks as the next start will show it: at rest, its chat at the end with no message
+        selected, its prompt focused with the cursor after the text (a draft comes back so; one of blanks does
+        not come back)."""
+        prompt, messages = self._prompt, self.query_one(MessageList)
         return (
             self.at_rest
             and prompt.has_focus
-            and self.query_one(MessageList).following
+            and messages.following
+            and messages.selected_id is None
             and prompt.selection.is_empty
             and prompt.cursor_location == prompt.document.end
             and (not prompt.text or bool(prompt.text.strip()))
@@ -504,7 +507,8 @@ class ChatTab(TabPane):
     def show_as_at_start(self) -> None:
         """Look as the next start will show the tab: the latest reply's timings are this run's only (the tokens
         are kept with it), the cursor is on (Textual's first frame draws it)."""
-        self.stats = TurnStats(prompt_tokens=self.stats.prompt_tokens, completion_tokens=self.stats.completion_tokens)
+        last = self.query_one(MessageList).last_entry
+        self.stats = TurnStats.stored(last.message if last else None)
         self.refresh_status()
         self._prompt.hold_cursor(True)
 
