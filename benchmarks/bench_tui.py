@@ -423,6 +423,16 @@ def type_prompt(tmux: Tmux, text: str, timeout: float = 10.0) -> None:
     tmux.wait_for(lambda s: text in prompt_box(s), timeout=timeout, what=f"prompt {text!r} pasted")
 
 
+def db_state(db: Path, key: str) -> str | None:
+    """An app-state value, read-only."""
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+    try:
+        row = connection.execute("SELECT value FROM app_state WHERE key = ?", (key,)).fetchone()
+    finally:
+        connection.close()
+    return row[0] if row else None
+
+
 def db_reply(db: Path, prompt: str) -> tuple[str, str] | None:
     """(status, content) of the newest reply to `prompt`, read-only."""
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
@@ -816,6 +826,8 @@ def scenario_long(ctx: Context) -> None:
             wait_idle(app.pid, not_before=times["last"] + 1.0, timeout=10)
         finally:
             app.quit()  # at rest: the picture of the screen is kept for the next start
+        if not db_state(db, "first_frame_picture"):
+            ctx.results.note(f"long run {run}: no picture was kept at the quit (the second start draws the header)")
 
         app = launch(ctx.tmux, workdir, *args, db=db)
         try:
