@@ -483,9 +483,10 @@ class ChatApp(App[None]):
 
     def _take_picture(self) -> None:
         """Picture the screen for the next start's splash (tui/picture.py), if it is the one that start opens on:
-        the tabs at rest (and each a saved chat, unless it is the only one), the one in view at its end with its
-        prompt focused; no dialog, notification, selection or hover over them, the terminal focused, the tab bar
-        not overflowing; no other process's commit seen (checked again as it is kept), no warning at the start."""
+        the tabs at rest (and each a saved chat, unless it is the only one), their labels as they read, the one in
+        view at its end with no message selected and its prompt focused; no dialog, notification, selection or
+        hover over them, the terminal focused, the tab bar not overflowing, no resize still to lay out; no other
+        process's commit seen (checked again as it is kept), no warning at the start."""
         tab, tabs, context = self.active_tab, self.tabs, self._start_context
         if context is None or tab is None or self._unsure_of_start:
             return
