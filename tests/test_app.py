@@ -1016,7 +1016,8 @@ async def test_a_chat_cleared_elsewhere_says_so(settings: Settings) -> None:
         async with await Store.open(settings.db_path) as other:
             await other.clear_session(here.session_id)
         await until(pilot, lambda: not entries(tab), "the messages gone")
-        assert "cleared in another window" in screen_text(app)
+        # Said in the same read; on screen with the next frame (the banner's row is laid out then).
+        await until(pilot, lambda: "cleared in another window" in screen_text(app), "the word on screen")
 
 
 async def test_the_window_quit_last_is_the_one_whose_tabs_come_back(settings: Settings) -> None:
