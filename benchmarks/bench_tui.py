@@ -117,6 +117,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -423,28 +424,27 @@ def type_prompt(tmux: Tmux, text: str, timeout: float = 10.0) -> None:
     tmux.wait_for(lambda s: text in prompt_box(s), timeout=timeout, what=f"prompt {text!r} pasted")
 
 
+def read_only(db: Path) -> closing[sqlite3.Connection]:
+    """The app's database, read-only, as another process reads it."""
+    return closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2))
+
+
 def db_state(db: Path, key: str) -> str | None:
-    """An app-state value, read-only."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-    try:
+    """An app-state value."""
+    with read_only(db) as connection:
         row = connection.execute("SELECT value FROM app_state WHERE key = ?", (key,)).fetchone()
-    finally:
-        connection.close()
     return row[0] if row else None
 
 
 def db_reply(db: Path, prompt: str) -> tuple[str, str] | None:
-    """(status, content) of the newest reply to `prompt`, read-only."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-    try:
+    """(status, content) of the newest reply to `prompt`."""
+    with read_only(db) as connection:
         row = connection.execute(
             "SELECT a.status, a.content FROM messages a JOIN messages u ON a.parent_id = u.id "
             "WHERE u.content = ? AND a.role = 'assistant' ORDER BY a.id DESC LIMIT 1",
             (prompt,),
         ).fetchone()
-        return (row[0], row[1]) if row else None
-    finally:
-        connection.close()
+    return (row[0], row[1]) if row else None
 
 
 class DbWatcher:
@@ -458,8 +458,7 @@ class DbWatcher:
         self._thread.start()
 
     def _run(self) -> None:
-        connection = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=2)
-        try:
+        with read_only(self.db) as connection:
             while not self._stop.is_set():
                 try:
                     row = connection.execute(
@@ -473,8 +472,6 @@ class DbWatcher:
                     self.complete_at = time.monotonic()
                     return
                 self._stop.wait(self.interval)
-        finally:
-            connection.close()
 
     def stop(self) -> None:
         self._stop.set()

@@ -20,7 +20,7 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,21 +119,28 @@ def rows_of(strips: list[Strip], colour_system: str) -> list[Row]:
     ]
 
 
+@contextlib.contextmanager
+def read_only(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """The app's database for the splash: read-only, and never waiting on a lock (the splash cannot wait)."""
+    connection = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
 def stored_picture(db_path: Path, context: str, width: int, height: int) -> str | None:
     """The escape sequences drawing the picture kept for this context and size, if what it shows is still what the
     database holds; else None (none kept, out of date, unreadable, locked, not one of ours)."""
     if not db_path.is_file():
         return None
     try:
-        connection = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
-        try:
+        with read_only(db_path) as connection:
             connection.execute("BEGIN")  # one snapshot of the file for both reads
             row = connection.execute("SELECT value FROM app_state WHERE key = ?", (PICTURE_STATE,)).fetchone()
             if row is None:
                 return None
             probe = connection.execute(PROBE).fetchone()
-        finally:
-            connection.close()
         value = json.loads(row[0])
     except (sqlite3.Error, ValueError, OSError):
         return None

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tui.picture import COLOURS_STATE, stored_picture
+from tui.picture import COLOURS_STATE, read_only, stored_picture
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -79,11 +79,8 @@ def stored_colours(db_path: Path, system: str) -> Colours | None:
     if not db_path.is_file():
         return None  # connecting read-only to a missing file would fail anyway; this is quicker
     try:
-        connection = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
-        try:
+        with read_only(db_path) as connection:
             row = connection.execute("SELECT value FROM app_state WHERE key = ?", (COLOURS_STATE,)).fetchone()
-        finally:
-            connection.close()
         value = json.loads(row[0]) if row else None
     except (sqlite3.Error, ValueError, OSError):
         return None
