@@ -123,9 +123,8 @@ class ChatApp(App[None]):
         """The screen as the next start will open on it, taken at a quit, kept as the app closes."""
         self._version_at_start = 0
         """The database's `data_version` as the app began reading it."""
-        self._unsure_of_start = False
-        """This run cannot tell the next start's screen: another process committed (drafts, versions, the theme
-        are read once; a look and its catch-up are apart), or the start said something (a toast) it says again."""
+        self._warned_at_start = False
+        """The start said something (a toast) the next start says again: no picture shows it."""
         self._again: set[ChatTab] = set()
         """Tabs to catch up at the next look: they were still reading one when another process wrote."""
         self._marks: dict[int, tuple[str | None, int | None]] = {}
@@ -231,7 +230,6 @@ class ChatApp(App[None]):
         try:
             changed = await store.changed_elsewhere()
             if changed:
-                self._unsure_of_start = True
                 open_ids = {tab.session_id for tab in tabs if tab.session_id is not None}
                 marks = await store.session_marks(open_ids)
                 moved = open_ids - marks.keys()  # deleted
@@ -392,7 +390,7 @@ class ChatApp(App[None]):
         the pick: the latest choice wins. An unknown name is reported, not fatal."""
         configured = self.settings.theme
         if configured not in self.available_themes:
-            self._unsure_of_start = True
+            self._warned_at_start = True
             self.notify(
                 f"There is no theme {configured!r}: choose one with ctrl+p, Theme.",
                 title="Unknown theme",
@@ -433,7 +431,7 @@ class ChatApp(App[None]):
             for binding_id, key, what in prompt_clashes(self.settings.keys)
         ]
         if problems:
-            self._unsure_of_start = True
+            self._warned_at_start = True
             self.notify(
                 "config.toml [keys]: " + "; ".join(problems),
                 title="Key not remapped",
@@ -485,10 +483,10 @@ class ChatApp(App[None]):
         """Picture the screen for the next start's splash (tui/picture.py), if it is the one that start opens on:
         the tabs at rest (and each a saved chat, unless it is the only one), their labels as they read, the one in
         view at its end with no message selected and its prompt focused; no dialog, notification, selection or
-        hover over them, the terminal focused, the tab bar not overflowing, no resize still to lay out; no other
-        process's commit seen (checked again as it is kept), no warning at the start."""
+        hover over them, the terminal focused, the tab bar not overflowing, no resize still to lay out; no warning
+        at the start. It is kept only if no other process committed since the start (`_keep_picture`)."""
         tab, tabs, context = self.active_tab, self.tabs, self._start_context
-        if context is None or tab is None or self._unsure_of_start:
+        if context is None or tab is None or self._warned_at_start:
             return
         if len(self.screen_stack) > 1 or self._notifications:  # (private; Textual is pinned)
             return
@@ -522,7 +520,9 @@ class ChatApp(App[None]):
         return True
 
     async def _keep_picture(self, engine: ChatEngine, picture: _Picture) -> None:
-        """After the last writes (a draft, the open tabs), unless another process committed since the start."""
+        """After the last writes (a draft, the open tabs), unless another process committed since the start: this
+        window reads drafts, versions and the theme once, and a look's catch-up comes after it, so it cannot tell
+        what such a commit changes at the next start."""
         await engine.settled()
         # A nicety: whatever goes wrong (the database locked, or closed under it by a hang-up), the quit goes on.
         with contextlib.suppress(Exception):
